@@ -1,0 +1,753 @@
+"""Typed configuration: one dataclass per stage, loaded from a YAML recipe plus dotted overrides.
+
+A recipe names its stage (``stage: sft | rl | generate | evaluate``); ``load_config`` reads the
+YAML, applies ``key.sub=value`` overrides, checks every key against the stage's dataclass (an unknown
+key fails naming the closest valid one), converts values through OmegaConf's structured configs
+(type errors name the field), then runs each section's cross-field rules. All problems found are
+reported together in one ``ConfigError``, each with its source (``file:line`` or the override),
+field, value, rule and fix, so one edit-and-retry fixes a recipe.
+
+Rules live in each section's ``problems()`` and run from ``__post_init__``, so configs built in
+Python (``RLConfig(rollout=RolloutConfig(group_size=1))``) fail the same way as loaded ones. Model
+for the messages: TRL's ``GRPOConfig.__post_init__``, which says what to change.
+
+This module is a leaf: stdlib, PyYAML and OmegaConf only (OmegaConf is imported lazily so that
+``editgrpo --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from editgrpo.errors import UserError
+
+RESOLVED_CONFIG_NAME = "resolved_config.yaml"
+
+# While load_config builds a tree it collects problems from every section before raising; a
+# config built directly in Python raises from __post_init__ at once.
+_DEFER_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar("editgrpo_defer_checks", default=False)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration error: where, what, which rule, how to fix it."""
+
+    field: str
+    value: Any
+    rule: str
+    fix: str
+    source: str = ""
+
+    def render(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        end = "" if self.fix.endswith((".", "?", "!")) else "."
+        return f"{where}{self.field} = {self.value!r}: {self.rule}. Fix: {self.fix}{end}"
+
+
+class ConfigError(UserError, ValueError):
+    """Raised with every problem found in a config; ``str()`` lists them one per line."""
+
+    def __init__(self, problems: list[Problem], origin: str = "") -> None:
+        self.problems = list(problems)
+        self.origin = origin
+        head = f"{len(self.problems)} problem(s) in config" + (f" {origin}" if origin else "")
+        super().__init__(head + ":\n" + "\n".join(f"  - {p.render()}" for p in self.problems))
+
+
+class Section:
+    """Base of every config dataclass: ``problems()`` returns rule violations with field names
+    relative to the section; ``__post_init__`` raises them unless a loader is collecting."""
+
+    def problems(self) -> list[Problem]:
+        return []
+
+    def __post_init__(self) -> None:
+        if not _DEFER_CHECKS.get():
+            found = self.problems()
+            if found:
+                raise ConfigError(found)
+
+
+def _choice(section: str, name: str, value: Any, choices: tuple[str, ...]) -> list[Problem]:
+    if value in choices:
+        return []
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return [
+        Problem(
+            f"{section}{name}", value, f"must be one of {', '.join(choices)}", f"{hint}use one of those names"
+        )
+    ]
+
+
+def _positive(prefix: str, name: str, value: float | int | None, *, allow_zero: bool = False) -> list[Problem]:
+    if value is None or value > 0 or (allow_zero and value == 0):
+        return []
+    bound = ">= 0" if allow_zero else "> 0"
+    return [Problem(f"{prefix}{name}", value, f"must be {bound}", f"use a value {bound}")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections shared by stages
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig(Section):
+    """The policy checkpoint and how its images are processed."""
+
+    name_or_path: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    dtype: str = "bfloat16"
+    attn_implementation: str = "sdpa"
+    # Paper section 5: images resized to 262,144..401,408 pixels.
+    min_pixels: int = 262_144
+    max_pixels: int = 401_408
+    max_images: int = 6
+    freeze_vision: bool = False
+
+    DTYPES: ClassVar[tuple[str, ...]] = ("float32", "bfloat16", "float16", "auto")
+    ATTENTION: ClassVar[tuple[str, ...]] = ("eager", "sdpa", "flash_attention_2")
+
+    def problems(self) -> list[Problem]:
+        out = _choice("", "dtype", self.dtype, self.DTYPES)
+        out += _choice("", "attn_implementation", self.attn_implementation, self.ATTENTION)
+        if not self.name_or_path:
+            out.append(Problem("name_or_path", self.name_or_path, "is empty", "give a hub id or a local path"))
+        # One 28x28 pixel block (14 px patch, 2x2 merge) is the smallest image Qwen2.5-VL encodes.
+        if self.min_pixels < 28 * 28:
+            out.append(Problem("min_pixels", self.min_pixels, "must be >= 784 (one 28x28 block)", "raise it"))
+        if self.max_pixels < self.min_pixels:
+            out.append(
+                Problem(
+                    "max_pixels",
+                    self.max_pixels,
+                    f"is smaller than min_pixels ({self.min_pixels})",
+                    "set max_pixels >= min_pixels",
+                )
+            )
+        if self.max_images < 1:
+            out.append(Problem("max_images", self.max_images, "must be >= 1", "allow at least one image"))
+        return out
+
+
+@dataclass
+class DataConfig(Section):
+    """Study manifests (JSONL, see ``editgrpo.data``) and what the model is asked to write."""
+
+    train: str | None = None
+    eval: str | None = None
+    target_section: str = "findings"
+    use_prior_images: bool = True
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+    SECTIONS: ClassVar[tuple[str, ...]] = ("findings", "impression", "findings_impression")
+
+    def problems(self) -> list[Problem]:
+        out = _choice("", "target_section", self.target_section, self.SECTIONS)
+        out += _positive("", "max_train_samples", self.max_train_samples)
+        out += _positive("", "max_eval_samples", self.max_eval_samples)
+        return out
+
+
+@dataclass
+class OptimConfig(Section):
+    """AdamW and its schedule. Defaults: the paper's RL run (section 5)."""
+
+    learning_rate: float = 1e-6
+    weight_decay: float = 0.01
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+
+    SCHEDULERS: ClassVar[tuple[str, ...]] = ("constant", "constant_with_warmup", "linear", "cosine")
+
+    def problems(self) -> list[Problem]:
+        out = _positive("", "learning_rate", self.learning_rate)
+        out += _positive("", "weight_decay", self.weight_decay, allow_zero=True)
+        out += _positive("", "max_grad_norm", self.max_grad_norm)
+        out += _choice("", "lr_scheduler", self.lr_scheduler, self.SCHEDULERS)
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            out.append(Problem("warmup_ratio", self.warmup_ratio, "must be in [0, 1)", "use e.g. 0.03"))
+        return out
+
+
+@dataclass
+class RolloutConfig(Section):
+    """Sampling of the on-policy group members."""
+
+    group_size: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_completion_length: int = 256
+    engine: str = "hf"
+    vllm_server_url: str | None = None
+
+    ENGINES: ClassVar[tuple[str, ...]] = ("hf", "vllm_server", "vllm_colocate")
+
+    def problems(self) -> list[Problem]:
+        out = _choice("", "engine", self.engine, self.ENGINES)
+        if self.group_size < 2:
+            out.append(
+                Problem(
+                    "group_size",
+                    self.group_size,
+                    "must be >= 2: a group-relative advantage needs two members",
+                    "use 8 (the paper's G)",
+                )
+            )
+        out += _positive("", "temperature", self.temperature)
+        out += _positive("", "max_completion_length", self.max_completion_length)
+        if not 0.0 < self.top_p <= 1.0:
+            out.append(Problem("top_p", self.top_p, "must be in (0, 1]", "use 1.0 for plain sampling"))
+        if self.engine == "vllm_server" and not self.vllm_server_url:
+            out.append(
+                Problem(
+                    "vllm_server_url",
+                    self.vllm_server_url,
+                    "is required when engine is vllm_server",
+                    "start `trl vllm-serve` and give its URL, or use engine=vllm_colocate",
+                )
+            )
+        return out
+
+
+@dataclass
+class EditConfig(Section):
+    """Post-rollout edits (EDITGRPO.md sections 2-4)."""
+
+    enabled: bool = True
+    rule: str = "paper"
+    # k edited copies per group; None means G // 2 (the paper's default).
+    num_edits: int | None = None
+    max_ops: int = 1
+    similarity_threshold: float = 0.6
+    generation: str = "fill"
+    token_treatment: str = "on_policy"
+    off_policy_gamma: float = 0.1
+
+    RULES: ClassVar[tuple[str, ...]] = ("paper", "release", "radgraph")
+    GENERATION: ClassVar[tuple[str, ...]] = ("fill", "overwrite")
+    TOKEN_TREATMENT: ClassVar[tuple[str, ...]] = ("on_policy", "off_policy", "mask")
+
+    def problems(self) -> list[Problem]:
+        out = _choice("", "rule", self.rule, self.RULES)
+        out += _choice("", "generation", self.generation, self.GENERATION)
+        out += _choice("", "token_treatment", self.token_treatment, self.TOKEN_TREATMENT)
+        out += _positive("", "num_edits", self.num_edits)
+        out += _positive("", "max_ops", self.max_ops)
+        out += _positive("", "off_policy_gamma", self.off_policy_gamma)
+        if not 0.0 < self.similarity_threshold <= 1.0:
+            out.append(
+                Problem(
+                    "similarity_threshold",
+                    self.similarity_threshold,
+                    "must be a cosine in (0, 1]",
+                    "use 0.6 (the paper's tau)",
+                )
+            )
+        return out
+
+
+# Names the reward layer implements; rewards/ keeps its registry equal to this tuple (tested).
+REWARD_COMPONENTS: tuple[str, ...] = ("radgraph_f1", "chexbert_f1", "ratescore")
+
+
+@dataclass
+class RewardConfig(Section):
+    """Composite clinical reward: weighted components (default: the paper's R in [0, 3])."""
+
+    components: dict[str, float] = field(
+        default_factory=lambda: {"radgraph_f1": 1.0, "chexbert_f1": 1.0, "ratescore": 1.0}
+    )
+    backend: str = "offline"
+    server_url: str | None = None
+    server_token_env: str = "EDITGRPO_REWARD_TOKEN"
+
+    BACKENDS: ClassVar[tuple[str, ...]] = ("offline", "model", "server")
+
+    def problems(self) -> list[Problem]:
+        out = _choice("", "backend", self.backend, self.BACKENDS)
+        if not self.components:
+            out.append(Problem("components", {}, "is empty", "give at least one component with a weight"))
+        for name, weight in self.components.items():
+            if name not in REWARD_COMPONENTS:
+                close = difflib.get_close_matches(str(name), REWARD_COMPONENTS, n=1)
+                out.append(
+                    Problem(
+                        f"components.{name}",
+                        weight,
+                        f"{name!r} is not a reward component (known: {', '.join(REWARD_COMPONENTS)})",
+                        f"did you mean {close[0]!r}?" if close else "use one of the known names",
+                    )
+                )
+            if weight < 0:
+                out.append(
+                    Problem(f"components.{name}", weight, "weights must be >= 0", "use a non-negative weight")
+                )
+        if self.backend == "server" and not self.server_url:
+            out.append(
+                Problem(
+                    "server_url",
+                    self.server_url,
+                    "is required when backend is server",
+                    "start `editgrpo serve-rewards` and give its URL",
+                )
+            )
+        return out
+
+
+@dataclass
+class LossConfig(Section):
+    """Policy loss (EDITGRPO.md section 2.6): PPO-clip, k3 KL to the reference, Dr. GRPO aggregation."""
+
+    clip_eps_low: float = 0.2
+    clip_eps_high: float = 0.2
+    kl_beta: float = 0.01
+    kl_estimator: str = "k3"
+    advantage_scale: str = "none"
+    aggregation: str = "dr_grpo"
+
+    KL_ESTIMATORS: ClassVar[tuple[str, ...]] = ("k1", "k2", "k3")
+    ADVANTAGE_SCALES: ClassVar[tuple[str, ...]] = ("none", "group_std")
+    AGGREGATIONS: ClassVar[tuple[str, ...]] = ("dr_grpo", "token_mean", "sequence_mean")
+
+    def problems(self) -> list[Problem]:
+        out = _choice("", "kl_estimator", self.kl_estimator, self.KL_ESTIMATORS)
+        out += _choice("", "advantage_scale", self.advantage_scale, self.ADVANTAGE_SCALES)
+        out += _choice("", "aggregation", self.aggregation, self.AGGREGATIONS)
+        out += _positive("", "clip_eps_low", self.clip_eps_low)
+        out += _positive("", "clip_eps_high", self.clip_eps_high)
+        out += _positive("", "kl_beta", self.kl_beta, allow_zero=True)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SFTConfig(Section):
+    """Supervised fine-tuning on the target section (loss on answer tokens only)."""
+
+    stage: str = "sft"
+    seed: int = 0
+    output_dir: str = "runs/sft"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-5, lr_scheduler="cosine"))
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    num_epochs: float = 3.0
+    max_steps: int = -1
+    max_length: int = 2048
+    logging_steps: int = 10
+    save_steps: int = 500
+    use_cpu: bool = False
+
+    def problems(self) -> list[Problem]:
+        out = _positive("", "per_device_batch_size", self.per_device_batch_size)
+        out += _positive("", "gradient_accumulation_steps", self.gradient_accumulation_steps)
+        out += _positive("", "max_length", self.max_length)
+        out += _positive("", "logging_steps", self.logging_steps)
+        if self.max_steps <= 0 and self.num_epochs <= 0:
+            out.append(
+                Problem(
+                    "num_epochs",
+                    self.num_epochs,
+                    "and max_steps <= 0 leave nothing to train",
+                    "set num_epochs > 0 or max_steps > 0",
+                )
+            )
+        out += _use_cpu_problems(self.use_cpu, self.model)
+        return out
+
+
+@dataclass
+class RLConfig(Section):
+    """EditGRPO (or plain Dr. GRPO with ``edit.enabled=false``). Defaults: the paper's run."""
+
+    stage: str = "rl"
+    seed: int = 0
+    output_dir: str = "runs/rl"
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(freeze_vision=True))
+    # KL reference; None means the initial policy (the paper: the SFT checkpoint RL starts from).
+    reference_model: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    prompts_per_step: int = 32
+    max_steps: int = 1000
+    logging_steps: int = 1
+    save_steps: int = 100
+    use_cpu: bool = False
+
+    def num_edits(self) -> int:
+        """k: edited copies per group (``edit.num_edits``, default G // 2); 0 when edits are off."""
+        if not self.edit.enabled:
+            return 0
+        return self.edit.num_edits if self.edit.num_edits is not None else self.rollout.group_size // 2
+
+    def problems(self) -> list[Problem]:
+        out = _positive("", "prompts_per_step", self.prompts_per_step)
+        out += _positive("", "max_steps", self.max_steps)
+        out += _positive("", "logging_steps", self.logging_steps)
+        k, group = self.num_edits(), self.rollout.group_size
+        # Sources are on-policy members (fill: k <= G - k; overwrite: k sources + k distinct targets).
+        if self.edit.enabled and group >= 2 and 2 * k > group:
+            out.append(
+                Problem(
+                    "edit.num_edits",
+                    k,
+                    f"must be <= rollout.group_size // 2 ({group // 2}): each edited copy needs its own "
+                    "on-policy source",
+                    f"set edit.num_edits <= {group // 2} or raise rollout.group_size",
+                )
+            )
+        out += _use_cpu_problems(self.use_cpu, self.model)
+        return out
+
+
+@dataclass
+class GenerateConfig(Section):
+    """Write reports for a manifest's studies (validation and inference never edit)."""
+
+    stage: str = "generate"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    output: str = "runs/generate/predictions.jsonl"
+    batch_size: int = 8
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    num_samples: int = 1
+
+    def problems(self) -> list[Problem]:
+        out = _positive("", "batch_size", self.batch_size)
+        out += _positive("", "max_new_tokens", self.max_new_tokens)
+        out += _positive("", "temperature", self.temperature, allow_zero=True)
+        out += _positive("", "num_samples", self.num_samples)
+        if self.num_samples > 1 and self.temperature == 0:
+            out.append(
+                Problem(
+                    "num_samples",
+                    self.num_samples,
+                    "greedy decoding (temperature 0) gives identical samples",
+                    "set temperature > 0 or num_samples=1",
+                )
+            )
+        return out
+
+
+@dataclass
+class EvaluateConfig(Section):
+    """Score predictions against references with confidence intervals."""
+
+    stage: str = "evaluate"
+    seed: int = 0
+    predictions: str = "runs/generate/predictions.jsonl"
+    references: str | None = None
+    metrics: list[str] = field(default_factory=lambda: ["chexpert_rules_f1", "radgraph_lexicon_f1", "bleu"])
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    output_dir: str = "runs/evaluate"
+
+    def problems(self) -> list[Problem]:
+        out = _positive("", "bootstrap_samples", self.bootstrap_samples, allow_zero=True)
+        if not self.metrics:
+            out.append(Problem("metrics", [], "is empty", "name at least one metric"))
+        if not 0.0 < self.confidence < 1.0:
+            out.append(Problem("confidence", self.confidence, "must be in (0, 1)", "use 0.95"))
+        return out
+
+
+def _use_cpu_problems(use_cpu: bool, model: ModelConfig) -> list[Problem]:
+    # TRL on CPU needs fp32: bf16 autocast is refused by its CPU path (TrainingArguments bf16=False).
+    if use_cpu and model.dtype in ("bfloat16", "float16"):
+        return [
+            Problem(
+                "model.dtype",
+                model.dtype,
+                "half precision is not supported with use_cpu=true",
+                "set model.dtype=float32",
+            )
+        ]
+    return []
+
+
+STAGES: dict[str, type[Section]] = {
+    "sft": SFTConfig,
+    "rl": RLConfig,
+    "generate": GenerateConfig,
+    "evaluate": EvaluateConfig,
+}
+
+StageConfig = SFTConfig | RLConfig | GenerateConfig | EvaluateConfig
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def _yaml_key_lines(text: str) -> dict[str, int]:
+    """Dotted key -> 1-based line in the YAML text, for messages that point at the recipe."""
+    import yaml
+
+    lines: dict[str, int] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{prefix}{key_node.value}"
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key + ".")
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    walk(root, "")
+    return lines
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown_keys(cls: type, data: dict[str, Any], prefix: str, where) -> list[Problem]:
+    """Every key of ``data`` that ``cls`` does not define, with the closest valid name."""
+    out: list[Problem] = []
+    types = _field_types(cls)
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in types:
+            close = difflib.get_close_matches(str(key), list(types), n=1, cutoff=0.5)
+            fix = f"did you mean '{prefix}{close[0]}'?" if close else f"valid keys here: {', '.join(types)}"
+            out.append(Problem(path, value, f"is not a key of {cls.__name__}", fix, where(path)))
+        elif _is_dataclass_type(types[key]):
+            if isinstance(value, dict):
+                out += _unknown_keys(types[key], value, path + ".", where)
+            else:
+                out.append(
+                    Problem(
+                        path, value, f"is a section ({types[key].__name__})", "give a mapping of its keys", where(path)
+                    )
+                )
+    return out
+
+
+def _leaves(cls: type, data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) pairs to set one at a time; a dict-typed field is one leaf (replaced,
+    not merged, so ``reward.components: {ratescore: 1}`` means only RaTEScore)."""
+    out: list[tuple[str, Any]] = []
+    types = _field_types(cls)
+    for key, value in data.items():
+        if _is_dataclass_type(types.get(key)) and isinstance(value, dict):
+            out += _leaves(types[key], value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _declared_type(cls: type, dotted: str) -> str:
+    tp: Any = cls
+    for part in dotted.split("."):
+        if not _is_dataclass_type(tp):
+            break
+        tp = _field_types(tp).get(part, Any)
+    return getattr(tp, "__name__", None) if isinstance(tp, type) else str(tp)
+
+
+def _collect_problems(obj: Any, prefix: str = "") -> list[Problem]:
+    out: list[Problem] = []
+    for f in dataclasses.fields(obj):
+        child = getattr(obj, f.name)
+        if isinstance(child, Section):
+            out += _collect_problems(child, f"{prefix}{f.name}.")
+    for problem in obj.problems():
+        name = problem.field if problem.field.startswith(prefix) else f"{prefix}{problem.field}"
+        out.append(dataclasses.replace(problem, field=name))
+    return out
+
+
+def _parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], dict[str, str], list[Problem]]:
+    """``key.sub=value`` strings -> nested dict (values parsed as YAML scalars), their sources."""
+    import yaml
+
+    nested: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    problems: list[Problem] = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            problems.append(
+                Problem(item, None, "is not a key=value override", "write it as section.key=value", "override")
+            )
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                problems.append(
+                    Problem(key, value, "overrides inside a key that already has a value", "drop one", "override")
+                )
+                break
+        else:
+            node[parts[-1]] = value
+            sources[key] = f"override '{item}'"
+    return nested, sources, problems
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    recipe: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    stage: str | None = None,
+) -> StageConfig:
+    """Load a stage config from a YAML recipe (or only overrides, given ``stage``).
+
+    Raises ``ConfigError`` listing every problem (unknown keys with the closest valid name, values
+    of the wrong type, broken cross-field rules)."""
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides or [])
+    origin = str(recipe) if recipe is not None else "(no recipe)"
+    lines: dict[str, int] = {}
+    data: dict[str, Any] = {}
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(
+                [Problem("recipe", str(recipe), "file not found", "give the path of a YAML recipe")], origin
+            )
+        text = path.read_text(encoding="utf-8")
+        lines = _yaml_key_lines(text)
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            at = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ConfigError(
+                [Problem("recipe", str(path), f"is not valid YAML ({getattr(err, 'problem', err)})", "fix it", at)],
+                origin,
+            ) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                [Problem("recipe", type(loaded).__name__, "must be a mapping of keys", "start with `stage: ...`")],
+                origin,
+            )
+        data = loaded
+
+    override_data, override_sources, problems = _parse_overrides(overrides)
+    data = _deep_merge(data, override_data)
+
+    def where(key: str) -> str:
+        # The override that set the key or one of its parents, else the recipe line of the key
+        # or of its closest parent that the recipe spells out.
+        parts = key.split(".")
+        for depth in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:depth])
+            if prefix in override_sources:
+                return override_sources[prefix]
+        for depth in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:depth])
+            if prefix in lines:
+                return f"{recipe}:{lines[prefix]}"
+        return str(recipe or "")
+
+    stage_name = data.get("stage", stage)
+    if stage is not None and stage_name != stage:
+        problems.append(
+            Problem("stage", stage_name, f"this command needs a {stage!r} recipe", "pick a matching recipe")
+        )
+    if stage_name not in STAGES:
+        problems.append(
+            Problem(
+                "stage",
+                stage_name,
+                f"must be one of {', '.join(STAGES)}",
+                "start the recipe with e.g. `stage: rl`",
+                where("stage"),
+            )
+        )
+        raise ConfigError(problems, origin)
+    cls = STAGES[stage_name]
+    data = {**data, "stage": stage_name}
+    unknown = _unknown_keys(cls, data, "", where)
+    problems += unknown
+    unknown_keys = {p.field for p in unknown}
+
+    token = _DEFER_CHECKS.set(True)
+    try:
+        structured = OmegaConf.structured(cls)
+        for key, value in _leaves(cls, data):
+            if any(key == u or key.startswith(u + ".") for u in unknown_keys):
+                continue
+            try:
+                OmegaConf.update(structured, key, value, merge=False)
+            except OmegaConfBaseException as err:
+                reason = str(err).split("\n")[0]
+                fix = f"give a value of type {_declared_type(cls, key)}"
+                problems.append(Problem(key, value, reason, fix, where(key)))
+        if problems:
+            raise ConfigError(problems, origin)
+        config = OmegaConf.to_object(structured)
+    finally:
+        _DEFER_CHECKS.reset(token)
+    problems = [dataclasses.replace(p, source=p.source or where(p.field)) for p in _collect_problems(config)]
+    if problems:
+        raise ConfigError(problems, origin)
+    return config
+
+
+def to_yaml(config: Section) -> str:
+    """The config as YAML, every field present (defaults resolved)."""
+    import yaml
+
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+
+
+def save_resolved_config(config: Section, output_dir: str | Path) -> Path:
+    """Write the fully resolved config next to a run's outputs (``resolved_config.yaml``)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / RESOLVED_CONFIG_NAME
+    target.write_text(to_yaml(config), encoding="utf-8")
+    return target
