@@ -101,7 +101,9 @@ def test_source_tree_is_found() -> None:
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(SRC)))
 def test_imports_follow_the_layer_table(path: Path) -> None:
     layer = _layer(path)
-    assert layer in ALLOWED_INTERNAL, f"{layer!r} is not in the layer table: add it to ARCHITECTURE.md and here"
+    assert layer in ALLOWED_INTERNAL, (
+        f"{layer!r} is not in the layer table: add it to ARCHITECTURE.md and here"
+    )
     third_party_ok = ALLOWED_THIRD_PARTY[layer]
     problems = []
     for name, line, at_module_level in _imports(path):

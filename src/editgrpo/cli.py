@@ -46,7 +46,9 @@ def _tiny_model(args: argparse.Namespace) -> int:
             raise UserError(f"--corpus {path}: file not found")
         corpus = path.read_text(encoding="utf-8", errors="replace")
         if not corpus.strip():
-            raise UserError(f"--corpus {path}: the file is empty; the tokenizer needs some text to learn from")
+            raise UserError(
+                f"--corpus {path}: the file is empty; the tokenizer needs some text to learn from"
+            )
     summary = save_tiny_model(args.out_dir, size=args.size, corpus=corpus, seed=args.seed)
     print(json.dumps({"out_dir": str(args.out_dir), **summary}))
     return 0
@@ -85,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("tiny-model", help="build a tiny random-weight Qwen2.5-VL offline")
     tiny.add_argument("out_dir", help="directory to write the model and processor to")
     tiny.add_argument("--size", default="xs", help="xs (~0.6M parameters), s (~5M), m (~24M)")
-    tiny.add_argument("--corpus", default=None, help="text file to train the tokenizer on (default: built-in)")
+    tiny.add_argument(
+        "--corpus", default=None, help="text file to train the tokenizer on (default: built-in)"
+    )
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_tiny_model)
 

@@ -85,7 +85,9 @@ def _choice(section: str, name: str, value: Any, choices: tuple[str, ...]) -> li
     ]
 
 
-def _positive(prefix: str, name: str, value: float | int | None, *, allow_zero: bool = False) -> list[Problem]:
+def _positive(
+    prefix: str, name: str, value: float | int | None, *, allow_zero: bool = False
+) -> list[Problem]:
     if value is None or value > 0 or (allow_zero and value == 0):
         return []
     bound = ">= 0" if allow_zero else "> 0"
@@ -117,7 +119,9 @@ class ModelConfig(Section):
         out = _choice("", "dtype", self.dtype, self.DTYPES)
         out += _choice("", "attn_implementation", self.attn_implementation, self.ATTENTION)
         if not self.name_or_path:
-            out.append(Problem("name_or_path", self.name_or_path, "is empty", "give a hub id or a local path"))
+            out.append(
+                Problem("name_or_path", self.name_or_path, "is empty", "give a hub id or a local path")
+            )
         # One 28x28 pixel block (14 px patch, 2x2 merge) is the smallest image Qwen2.5-VL encodes.
         if self.min_pixels < 28 * 28:
             out.append(Problem("min_pixels", self.min_pixels, "must be >= 784 (one 28x28 block)", "raise it"))
@@ -547,7 +551,11 @@ def _unknown_keys(cls: type, data: dict[str, Any], prefix: str, where) -> list[P
             else:
                 out.append(
                     Problem(
-                        path, value, f"is a section ({types[key].__name__})", "give a mapping of its keys", where(path)
+                        path,
+                        value,
+                        f"is a section ({types[key].__name__})",
+                        "give a mapping of its keys",
+                        where(path),
                     )
                 )
     return out
@@ -599,7 +607,9 @@ def _parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], dict[str, st
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
             problems.append(
-                Problem(item, None, "is not a key=value override", "write it as section.key=value", "override")
+                Problem(
+                    item, None, "is not a key=value override", "write it as section.key=value", "override"
+                )
             )
             continue
         try:
@@ -612,7 +622,9 @@ def _parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], dict[str, st
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 problems.append(
-                    Problem(key, value, "overrides inside a key that already has a value", "drop one", "override")
+                    Problem(
+                        key, value, "overrides inside a key that already has a value", "drop one", "override"
+                    )
                 )
                 break
         else:
@@ -660,17 +672,26 @@ def load_config(
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
+            # context_mark is where the broken construct opened (an unclosed bracket), more useful
+            # than problem_mark, which is often the end of the file.
+            mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
             at = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            reason = f"is not valid YAML ({getattr(err, 'problem', None) or err})"
             raise ConfigError(
-                [Problem("recipe", str(path), f"is not valid YAML ({getattr(err, 'problem', err)})", "fix it", at)],
-                origin,
+                [Problem("recipe", str(path), reason, "correct the YAML syntax at that line", at)], origin
             ) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(
-                [Problem("recipe", type(loaded).__name__, "must be a mapping of keys", "start with `stage: ...`")],
+                [
+                    Problem(
+                        "recipe",
+                        type(loaded).__name__,
+                        "must be a mapping of keys",
+                        "start with `stage: ...`",
+                    )
+                ],
                 origin,
             )
         data = loaded
@@ -710,8 +731,9 @@ def load_config(
         raise ConfigError(problems, origin)
     cls = STAGES[stage_name]
     data = {**data, "stage": stage_name}
+    # Unknown keys are reported but skipped, so the tree can still be built and its rules checked:
+    # one run shows every problem except rule violations hidden behind a value of the wrong type.
     unknown = _unknown_keys(cls, data, "", where)
-    problems += unknown
     unknown_keys = {p.field for p in unknown}
 
     token = _DEFER_CHECKS.set(True)
@@ -727,11 +749,13 @@ def load_config(
                 fix = f"give a value of type {_declared_type(cls, key)}"
                 problems.append(Problem(key, value, reason, fix, where(key)))
         if problems:
-            raise ConfigError(problems, origin)
+            raise ConfigError(unknown + problems, origin)
         config = OmegaConf.to_object(structured)
     finally:
         _DEFER_CHECKS.reset(token)
-    problems = [dataclasses.replace(p, source=p.source or where(p.field)) for p in _collect_problems(config)]
+    problems = unknown + [
+        dataclasses.replace(p, source=p.source or where(p.field)) for p in _collect_problems(config)
+    ]
     if problems:
         raise ConfigError(problems, origin)
     return config

@@ -59,7 +59,11 @@ def run_demo(out: str | Path, size: str = "s", seed: int = 0, max_new_tokens: in
     config = GenerateConfig(
         seed=seed,
         model=ModelConfig(
-            name_or_path=str(model_dir), dtype="float32", min_pixels=56 * 56, max_pixels=112 * 112, max_images=3
+            name_or_path=str(model_dir),
+            dtype="float32",
+            min_pixels=56 * 56,
+            max_pixels=112 * 112,
+            max_images=3,
         ),
         output=str(out / "reports.json"),
         batch_size=1,

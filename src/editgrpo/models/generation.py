@@ -30,7 +30,10 @@ def build_messages(prompt: VisualPrompt) -> list[dict[str, Any]]:
 
 def encode_prompts(processor: Any, prompts: Sequence[VisualPrompt]) -> Any:
     """Tokenise a batch of prompts (left-padded) with their images into model inputs."""
-    texts = [processor.apply_chat_template(build_messages(p), add_generation_prompt=True, tokenize=False) for p in prompts]
+    texts = [
+        processor.apply_chat_template(build_messages(p), add_generation_prompt=True, tokenize=False)
+        for p in prompts
+    ]
     images = [image for p in prompts for image in p.images]
     return processor(text=texts, images=images or None, padding=True, return_tensors="pt")
 

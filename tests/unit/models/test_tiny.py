@@ -22,7 +22,9 @@ def _training_batch(processor, images):
     messages = build_messages(prompt)
     prompt_text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     batch = processor(text=[prompt_text + answer], images=list(prompt.images), return_tensors="pt")
-    prompt_len = processor(text=[prompt_text], images=list(prompt.images), return_tensors="pt")["input_ids"].shape[1]
+    prompt_len = processor(text=[prompt_text], images=list(prompt.images), return_tensors="pt")[
+        "input_ids"
+    ].shape[1]
     labels = batch["input_ids"].clone()
     labels[:, :prompt_len] = -100
     return batch, labels
@@ -49,9 +51,7 @@ def test_same_seed_same_weights_and_tokenizer() -> None:
     b, pb = tiny.build_tiny_model("xs", seed=3)
     c, _ = tiny.build_tiny_model("xs", seed=4)
     assert pa.tokenizer.get_vocab() == pb.tokenizer.get_vocab()
-    for (name, pa_), (_, pb_), (_, pc_) in zip(
-        a.named_parameters(), b.named_parameters(), c.named_parameters(), strict=True
-    ):
+    for (name, pa_), (_, pb_) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert torch.equal(pa_, pb_), name
     assert any(not torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters(), strict=True))
 
@@ -64,7 +64,11 @@ def test_tokenizer_has_qwen_special_tokens_and_is_lossless() -> None:
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
     # Each special token is one id, never split into bytes.
     vision_start, vision_end, image_pad = ids[9], ids[10], ids[12]
-    assert tok("<|vision_start|><|image_pad|><|vision_end|>")["input_ids"] == [vision_start, image_pad, vision_end]
+    assert tok("<|vision_start|><|image_pad|><|vision_end|>")["input_ids"] == [
+        vision_start,
+        image_pad,
+        vision_end,
+    ]
     # Byte-level BPE: text the corpus never saw (accents, CJK, emoji) round-trips exactly.
     text = "Épanchement pleural 胸腔积液 ✓ 12.5 mm\ttabs\nnew line"
     assert tok.decode(tok(text)["input_ids"]) == text
@@ -84,7 +88,10 @@ def test_user_corpus_shapes_the_vocabulary() -> None:
 def test_chat_template_renders_the_qwen_vl_layout() -> None:
     _, processor = tiny.build_tiny_model("xs")
     messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Describe."}]},
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Describe."}],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "No acute process."}]},
     ]
     text = processor.apply_chat_template(messages, tokenize=False)

@@ -1,0 +1,101 @@
+"""The console script, run as a user runs it: real subprocesses, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def editgrpo(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("editgrpo", path=str(Path(sys.executable).parent))
+    command = [exe] if exe else [sys.executable, "-m", "editgrpo.cli"]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, cwd=cwd, stdin=subprocess.DEVNULL
+    )
+
+
+def test_help_lists_the_subcommands() -> None:
+    result = editgrpo("--help")
+    assert result.returncode == 0
+    for name in ("config", "tiny-model", "demo"):
+        assert name in result.stdout
+
+
+def test_config_show_prints_the_resolved_yaml() -> None:
+    result = editgrpo("config", "show", "recipes/paper/rl.yaml", "rollout.group_size=16", "edit.num_edits=8")
+    assert result.returncode == 0, result.stderr
+    assert "stage: rl" in result.stdout
+    assert "  group_size: 16" in result.stdout and "  num_edits: 8" in result.stdout
+
+
+def test_config_validate_accepts_a_good_recipe() -> None:
+    result = editgrpo("config", "validate", "recipes/paper/sft.yaml")
+    assert (result.returncode, result.stdout.strip()) == (
+        0,
+        "ok: recipes/paper/sft.yaml is a valid 'sft' config",
+    )
+
+
+def test_config_errors_exit_2_with_every_problem_and_no_traceback(tmp_path: Path) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("stage: rl\nmodel:\n  dtyp: float32\n", encoding="utf-8")
+    result = editgrpo("config", "validate", str(recipe), "edit.num_edits=9")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert result.stderr.startswith(f"editgrpo config: error: 2 problem(s) in config {recipe}:")
+    assert (
+        f"{recipe}:3: model.dtyp = 'float32': is not a key of ModelConfig. Fix: did you mean 'model.dtype'?"
+        in (result.stderr)
+    )
+    assert (
+        "override 'edit.num_edits=9': edit.num_edits = 9: must be <= rollout.group_size // 2 (4)"
+        in result.stderr
+    )
+
+
+def test_missing_recipe_is_a_user_error() -> None:
+    result = editgrpo("config", "show", "nope.yaml")
+    assert result.returncode == 2 and "recipe = 'nope.yaml': file not found" in result.stderr
+
+
+def test_tiny_model_builds_a_loadable_checkpoint(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Small left pleural effusion.\n" * 20, encoding="utf-8")
+    out = tmp_path / "tiny"
+    result = editgrpo("tiny-model", str(out), "--size", "xs", "--corpus", str(corpus), "--seed", "2")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["size"] == "xs" and summary["corpus"] == "user" and summary["seed"] == 2
+    assert {"config.json", "model.safetensors", "processor_config.json", "tokenizer.json"} <= {
+        p.name for p in out.iterdir()
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "huge"], "--size 'huge' is not a tiny size; valid: xs, s, m"),
+        (["--corpus", "/nonexistent/corpus.txt"], "--corpus /nonexistent/corpus.txt: file not found"),
+    ],
+)
+def test_tiny_model_user_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    result = editgrpo("tiny-model", str(tmp_path / "out"), *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_generates_a_report_for_a_three_view_study(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = editgrpo("demo", "--out", str(out), "--size", "xs")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "reports.json").read_text())
+    assert report["views"] == ["current PA", "current lateral", "prior PA"]
+    assert isinstance(report["report"], str) and report["report"]
+    resolved = (out / "resolved_config.yaml").read_text()
+    assert "stage: generate" in resolved and str(out / "tiny-model") in resolved
