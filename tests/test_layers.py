@@ -40,7 +40,7 @@ ALLOWED_INTERNAL: dict[str, set[str]] = {
 TRAINING_ENGINES = {"trl", "accelerate", "deepspeed", "vllm", "peft"}
 ALLOWED_THIRD_PARTY: dict[str, set[str] | None] = {
     "cli": set(),
-    "demo": {"numpy", "PIL", "torch"},
+    "demo": {"numpy", "PIL", "torch", "transformers"},
     "training": None,  # anything, including the training engines
     "eval": {"numpy", "torch", "transformers", "PIL", "datasets"},
     "rewards": {"numpy", "torch", "transformers", "uvicorn", "starlette", "httpx"},

@@ -49,10 +49,13 @@ def placeholder_radiograph(view: str, size: int = 112, seed: int = 0) -> Any:
 
 
 def run_demo(out: str | Path, size: str = "s", seed: int = 0, max_new_tokens: int = 48) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
     from editgrpo.models.generation import VisualPrompt, generate_reports
     from editgrpo.models.qwen_vl import load_policy, load_processor
     from editgrpo.models.tiny import save_tiny_model
 
+    hf_logging.disable_progress_bar()  # the demo prints its own summary; bars would bury it
     out = Path(out)
     model_dir = out / "tiny-model"
     summary = save_tiny_model(model_dir, size=size, seed=seed)
