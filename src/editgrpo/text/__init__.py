@@ -1,0 +1,1 @@
+"""Pure report-text logic: sections, sentences with offsets, evaluation cleaning (stdlib only)."""
