@@ -39,7 +39,7 @@ ALLOWED_INTERNAL: dict[str, set[str]] = {
 # Layer -> third-party top-level packages it may import (anywhere in the module).
 TRAINING_ENGINES = {"trl", "accelerate", "deepspeed", "vllm", "peft"}
 ALLOWED_THIRD_PARTY: dict[str, set[str] | None] = {
-    "cli": set(),
+    "cli": {"rich"},
     "demo": {"numpy", "PIL", "torch", "transformers"},
     "training": None,  # anything, including the training engines
     "eval": {"numpy", "torch", "transformers", "PIL", "datasets"},

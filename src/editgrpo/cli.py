@@ -65,6 +65,49 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from editgrpo.data.prepare import prepare_dataset
+
+    if args.dataset == "iu-xray":
+        if args.reports is None:
+            raise UserError("iu-xray needs --reports ARCHIVE (NLMCXR_reports.tgz or its extracted folder)")
+        root, options = args.reports, {"images": args.images}
+    else:
+        if args.root is None:
+            raise UserError(f"{args.dataset} needs --root DIR (the dataset's top folder)")
+        if args.images is not None or args.reports is not None:
+            raise UserError("--reports and --images are iu-xray options; use --root for this dataset")
+        root, options = args.root, {}
+    console = Console(stderr=True)
+    with console.status("preparing") as status:
+        summary = prepare_dataset(
+            args.dataset,
+            root,
+            args.out,
+            on_error=args.on_error,
+            status=lambda message: status.update(message),
+            check_images=args.check_images,
+            max_images=args.max_images,
+            **options,
+        )
+    splits = ", ".join(f"{name} {count}" for name, count in summary["per_split"].items())
+    print(f"{summary['studies']} studies ({splits}) -> {args.out}")
+    print(
+        f"with prior: {summary['with_prior_pct']}%; images per study: {summary['images_per_study']} "
+        f"(max {summary['max_images']}); with findings: {summary['with_findings']}; "
+        f"with impression: {summary['with_impression']}"
+    )
+    if summary["rejected"] or summary["filtered"]:
+        print(
+            f"left out: {summary['rejected']} rejected, {summary['filtered']} filtered -> {summary['rejects_file']}"
+        )
+        for reason, count in summary["reject_reasons"].items():
+            print(f"  {count:>6}  {reason}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="editgrpo",
@@ -92,6 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_tiny_model)
+
+    from editgrpo.data.adapters import ADAPTERS
+
+    prep = sub.add_parser(
+        "prepare",
+        help="convert a public CXR dataset into a JSONL study manifest",
+        description="Read a dataset in its published layout and write a manifest, a rejects file "
+        "(records left out, with reasons) and a summary.",
+    )
+    prep.add_argument("dataset", choices=list(ADAPTERS), help="which dataset")
+    prep.add_argument("--root", help="the dataset's top folder (all datasets but iu-xray)")
+    prep.add_argument("--reports", help="iu-xray: NLMCXR_reports.tgz or its extracted folder")
+    prep.add_argument("--images", help="iu-xray: folder of <image id>.png files (omit for text only)")
+    prep.add_argument("--out", required=True, help="manifest to write (.jsonl)")
+    prep.add_argument(
+        "--on-error", choices=["fail", "skip"], default="fail", help="bad records: stop, or list and skip"
+    )
+    prep.add_argument("--check-images", choices=["none", "exists", "open"], default="exists")
+    prep.add_argument("--max-images", type=int, default=None, help="leave out studies with more images")
+    prep.set_defaults(func=_prepare)
 
     demo = sub.add_parser("demo", help="the end-to-end CPU demo (what `make demo` runs)")
     demo.add_argument("--out", default="runs/demo", help="output directory")

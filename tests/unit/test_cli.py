@@ -99,3 +99,30 @@ def test_demo_generates_a_report_for_a_three_view_study(tmp_path: Path) -> None:
     assert isinstance(report["report"], str) and report["report"]
     resolved = (out / "resolved_config.yaml").read_text()
     assert "stage: generate" in resolved and str(out / "tiny-model") in resolved
+
+
+def test_prepare_iu_xray_writes_manifest_rejects_and_summary(tmp_path: Path) -> None:
+    from fixtures.openi import write_archive
+
+    archive = write_archive(tmp_path / "r.tgz")
+    out = tmp_path / "out" / "iu.jsonl"
+    failed = editgrpo("prepare", "iu-xray", "--reports", str(archive), "--out", str(out))
+    assert failed.returncode == 2 and "[CXR4]: findings: no findings or impression" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    result = editgrpo(
+        "prepare", "iu-xray", "--reports", str(archive), "--out", str(out), "--on-error", "skip"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("3 studies (train ")
+    assert "left out: 1 rejected, 0 filtered" in result.stdout
+    assert len(out.read_text().splitlines()) == 3
+    summary = json.loads((out.parent / "iu.summary.json").read_text())
+    assert summary["studies"] == 3 and summary["rejected"] == 1
+    assert json.loads((out.parent / "iu.rejects.jsonl").read_text())["record_id"] == "CXR4"
+
+
+def test_prepare_argument_errors(tmp_path: Path) -> None:
+    result = editgrpo("prepare", "iu-xray", "--out", str(tmp_path / "x.jsonl"))
+    assert result.returncode == 2 and "iu-xray needs --reports ARCHIVE" in result.stderr
+    result = editgrpo("prepare", "mimic-cxr", "--out", str(tmp_path / "x.jsonl"))
+    assert result.returncode == 2 and "mimic-cxr needs --root DIR" in result.stderr

@@ -1,0 +1,1 @@
+"""Studies: schema, JSONL manifests, dataset adapters, prompts, and the SynthCXR benchmark."""
