@@ -23,17 +23,24 @@ from typing import Any
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
 VIEWS: tuple[str, ...] = ("PA", "AP", "LATERAL", "OTHER", "UNKNOWN")
 
-# Dataset spellings -> canonical view. MIMIC-CXR ViewPosition (PA, AP, LATERAL, LL, AP AXIAL ...),
-# CheXpert Plus frontal_lateral/ap_pa, Open-i and ReXGradient view strings.
+# Dataset spellings -> canonical view, keyed as ``canonical_view`` normalises them (upper case,
+# "_" as a space). MIMIC-CXR ViewPosition (PA, AP, LATERAL, LL, AP AXIAL ...), CheXpert Plus
+# frontal_lateral/ap_pa, Open-i; ReXGradient-160K ImageViewPosition (POSTERO_ANTERIOR,
+# ANTERO_POSTERIOR, N/A); PadChest Projection (L; AP_horizontal, AP supine as torchxrayvision's
+# PadChest loader reads it) and ViewPosition_DICOM (POSTEROANTERIOR ...).
 _VIEW_ALIASES: dict[str, str] = {
     "PA": "PA",
     "POSTEROANTERIOR": "PA",
+    "POSTERO ANTERIOR": "PA",  # ReXGradient
     "AP": "AP",
     "ANTEROPOSTERIOR": "AP",
+    "ANTERO POSTERIOR": "AP",  # ReXGradient
     "AP SUPINE": "AP",
     "AP UPRIGHT": "AP",
+    "AP HORIZONTAL": "AP",  # PadChest
     "LATERAL": "LATERAL",
     "LAT": "LATERAL",
+    "L": "LATERAL",  # PadChest
     "LL": "LATERAL",
     "RL": "LATERAL",
     "LEFT LATERAL": "LATERAL",
@@ -41,6 +48,10 @@ _VIEW_ALIASES: dict[str, str] = {
     "FRONTAL": "OTHER",
     "": "UNKNOWN",
     "UNKNOWN": "UNKNOWN",
+    "N/A": "UNKNOWN",  # ReXGradient
+    # Empty cells as pandas (NaN) and JSON (null) spell them, e.g. a ReXGradient NaN view.
+    "NAN": "UNKNOWN",
+    "NULL": "UNKNOWN",
 }
 
 

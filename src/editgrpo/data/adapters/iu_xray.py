@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from editgrpo.data.adapters.base import check_image
+from editgrpo.data.adapters.base import check_image, check_options
 from editgrpo.data.manifest import DataError, RejectLog
 from editgrpo.data.schema import Image, Study
 from editgrpo.text.sections import ReportSections, from_openi_fields
@@ -133,6 +133,7 @@ def prepare(
 ) -> list[Study]:
     """Studies from the Open-i reports at ``root`` (archive or folder); ``images`` is the folder
     of ``<image id>.png`` files, or None for a text-only manifest."""
+    check_options("iu_xray", check_images, max_images)
     if (
         len(split_fractions) != 3
         or any(f < 0 for f in split_fractions)
