@@ -8,6 +8,7 @@ override, path) print their message on stderr and exit with code 2, without a tr
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 
@@ -32,7 +33,6 @@ def _config_validate(args: argparse.Namespace) -> int:
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from editgrpo.models.tiny import TINY_SIZES, save_tiny_model
@@ -108,6 +108,26 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from editgrpo.data.synth import SynthConfig, write_synthcxr
+
+    try:
+        config = SynthConfig(
+            n=args.n, seed=args.seed, image_size=args.image_size, with_priors=args.with_priors
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    with Progress(transient=True) as progress:
+        task = progress.add_task("rendering SynthCXR", total=args.n)
+        summary = write_synthcxr(
+            args.out, config, progress=lambda done: progress.update(task, completed=done)
+        )
+    print(json.dumps(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="editgrpo",
@@ -155,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--check-images", choices=["none", "exists", "open"], default="exists")
     prep.add_argument("--max-images", type=int, default=None, help="leave out studies with more images")
     prep.set_defaults(func=_prepare)
+
+    synth = sub.add_parser("synth", help="write the SynthCXR benchmark (images + manifests)")
+    synth.add_argument("--n", type=int, required=True, help="number of studies")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--with-priors", action="store_true", help="give studies a prior with temporal change")
+    synth.add_argument("--image-size", type=int, default=112, help="image side in pixels")
+    synth.set_defaults(func=_synth)
 
     demo = sub.add_parser("demo", help="the end-to-end CPU demo (what `make demo` runs)")
     demo.add_argument("--out", default="runs/demo", help="output directory")

@@ -126,3 +126,16 @@ def test_prepare_argument_errors(tmp_path: Path) -> None:
     assert result.returncode == 2 and "iu-xray needs --reports ARCHIVE" in result.stderr
     result = editgrpo("prepare", "mimic-cxr", "--out", str(tmp_path / "x.jsonl"))
     assert result.returncode == 2 and "mimic-cxr needs --root DIR" in result.stderr
+
+
+def test_synth_writes_a_small_benchmark(tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    result = editgrpo("synth", "--n", "30", "--seed", "3", "--out", str(out), "--with-priors")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    rows = sum(
+        len((out / f"{split}.jsonl").read_text().splitlines()) for split in ("train", "validate", "test")
+    )
+    assert rows == 30 and summary == json.loads((out / "synthcxr.json").read_text())
+    bad = editgrpo("synth", "--n", "0", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "SynthConfig.n = 0" in bad.stderr and "Traceback" not in bad.stderr
