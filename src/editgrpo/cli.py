@@ -67,6 +67,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from editgrpo.data.prepare import prepare_dataset
 
@@ -80,14 +88,30 @@ def _prepare(args: argparse.Namespace) -> int:
         if args.images is not None or args.reports is not None:
             raise UserError("--reports and --images are iu-xray options; use --root for this dataset")
         root, options = args.root, {}
+    # On stderr and transient, so stdout keeps only the summary; disabled when stderr is not a
+    # terminal (a log file, a pipe), where rich would leave a blank line. A total of None draws an
+    # indeterminate (pulsing) bar until the adapter knows its record count.
     console = Console(stderr=True)
-    with console.status("preparing") as status:
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[phase]}", markup=False),  # paths may hold "[...]"
+        console=console,
+        transient=True,
+        disable=not console.is_interactive,
+    )
+    with bar:
+        task = bar.add_task(args.dataset, total=None, phase="starting")
         summary = prepare_dataset(
             args.dataset,
             root,
             args.out,
             on_error=args.on_error,
-            status=lambda message: status.update(message),
+            status=lambda message: bar.update(task, phase=message),
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
             check_images=args.check_images,
             max_images=args.max_images,
             **options,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,11 +14,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def editgrpo(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def editgrpo(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the console script; ``env`` is added to this process's environment."""
     exe = shutil.which("editgrpo", path=str(Path(sys.executable).parent))
     command = [exe] if exe else [sys.executable, "-m", "editgrpo.cli"]
     return subprocess.run(
-        [*command, *args], capture_output=True, text=True, cwd=cwd, stdin=subprocess.DEVNULL
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -119,6 +128,25 @@ def test_prepare_iu_xray_writes_manifest_rejects_and_summary(tmp_path: Path) -> 
     summary = json.loads((out.parent / "iu.summary.json").read_text())
     assert summary["studies"] == 3 and summary["rejected"] == 1
     assert json.loads((out.parent / "iu.rejects.jsonl").read_text())["record_id"] == "CXR4"
+
+
+def test_prepare_progress_bar_is_drawn_on_a_terminal_and_silent_on_a_pipe(tmp_path: Path) -> None:
+    from fixtures.openi import write_archive
+
+    archive = write_archive(tmp_path / "r.tgz")
+    args = ("prepare", "iu-xray", "--reports", str(archive), "--out", str(tmp_path / "iu.jsonl"))
+    args += ("--on-error", "skip")
+    # rich's switches (rich.console.Console): stderr taken as a terminal, or not, whatever runs the tests.
+    piped = editgrpo(*args, env={"TTY_COMPATIBLE": "0", "TTY_INTERACTIVE": "0"})
+    terminal = editgrpo(
+        *args, env={"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "TERM": "xterm", "COLUMNS": "300"}
+    )
+    assert (piped.returncode, terminal.returncode) == (0, 0), piped.stderr + terminal.stderr
+    assert piped.stdout == terminal.stdout and piped.stdout.startswith("3 studies (train ")
+    assert piped.stderr == ""
+    # The dataset's bar, its last frame at four of four reports, and the phase beside it.
+    assert "iu-xray" in terminal.stderr and "4/4" in terminal.stderr
+    assert "writing 3 studies" in terminal.stderr
 
 
 def test_prepare_argument_errors(tmp_path: Path) -> None:

@@ -30,16 +30,20 @@ def prepare_dataset(
     *,
     on_error: str = "fail",
     status: Callable[[str], None] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Read ``dataset`` under ``root`` with its adapter, write the manifest and its sidecars, and
-    return the summary. Options are passed to the adapter (None values are left out)."""
+    return the summary. Options are passed to the adapter (None values are left out). ``status``
+    gets a message per phase; ``progress(done, total)`` is the adapter's record count
+    (``adapters.base`` contract)."""
     prepare = get_adapter(dataset)
     log = RejectLog(on_error)
     started = time.perf_counter()
     if status:
         status(f"reading {dataset} from {root}")
-    studies = prepare(Path(root), log=log, **{k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    studies = prepare(Path(root), log=log, progress=progress, **options)
     if status:
         status(f"writing {len(studies)} studies to {out}")
     write_manifest(out, studies)

@@ -1,4 +1,5 @@
-"""Dataset adapters: CLI name -> module with ``prepare(root, *, log, **options) -> list[Study]``.
+"""Dataset adapters: CLI name -> module with ``prepare(root, *, log, progress=None, **options) -> list[Study]``
+(the contract: ``adapters/base.py``).
 
 Modules are imported when chosen, so ``editgrpo prepare --help`` needs none of them."""
 

@@ -2,7 +2,7 @@
 
 Contract (one module per dataset under ``data/adapters/``): a function
 
-    prepare(root: Path, *, log: RejectLog, **options) -> list[Study]
+    prepare(root: Path, *, log: RejectLog, progress: ProgressCallback | None = None, **options) -> list[Study]
 
 that reads the dataset in its published layout under ``root`` and returns studies sorted by
 ``study_id``, with absolute image paths, canonical views (``schema.canonical_view``), ISO dates,
@@ -10,6 +10,14 @@ sections split with ``editgrpo.text.sections`` and ``prior`` filled where the da
 record it cannot use goes through ``log.error`` (bad input: raises under ``--on-error fail``) or
 ``log.filtered`` (left out by a documented rule); nothing is dropped without a ``Reject``.
 Bad options (``check_options``) are a ``UserError``; bad input files a ``DataError``.
+``progress``, when given, is called as ``progress(done, total)`` while the adapter works through its
+main per-record loop (per study or per row: the loop that does the slow per-record work, image
+checks and report reads): ``done`` counts the records finished so far and never decreases;
+``total`` is the number of records that loop will see, or ``None`` while it is not known yet. The
+last call is ``(n, n)`` with ``n`` the records the loop went through (kept, rejected and filtered
+alike); it is not made when the adapter raises. Adapters report through ``tracked``, which calls
+``progress`` at the start, every ``PROGRESS_EVERY`` records and at the end, so it costs nothing
+measurable; the CLI draws a progress bar from it.
 The adapter registry (``data/adapters/__init__.py``) maps CLI names to these functions.
 
 The helpers below exist once so that the adapters read tables, dates, empty cells, image checks and
@@ -24,10 +32,10 @@ import datetime as _dt
 import gzip
 import json
 import math
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence, Sized
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from editgrpo.data.manifest import DataError, RejectLog
 from editgrpo.data.schema import Prior, Study, parse_iso_date
@@ -38,6 +46,14 @@ IMAGE_CHECKS = ("none", "exists", "open")
 # Cell values that mean "no value": a NaN or None that went through ``str()`` (pandas ``astype(str)``
 # before export) reads "nan" / "None"; "null" is JSON's spelling.
 MISSING_MARKERS = frozenset({"", "nan", "none", "null"})
+
+# ``progress(done, total)``: see the contract above.
+ProgressCallback = Callable[[int, int | None], None]
+# Records between two progress reports: rare enough to cost nothing next to a record's work (an
+# image stat, a report read), frequent enough for a bar that moves (MIMIC-CXR has 227K studies).
+PROGRESS_EVERY = 256
+
+_T = TypeVar("_T")
 
 
 # --- options ---------------------------------------------------------------------------------------
@@ -54,6 +70,36 @@ def check_options(adapter: str, check_images: str, max_images: int | None) -> No
         isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
     ):
         raise UserError(f"{adapter} option max_images: {max_images!r} must be a positive integer or None")
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+
+def tracked(
+    items: Iterable[_T],
+    progress: ProgressCallback | None,
+    *,
+    total: int | None = None,
+    every: int = PROGRESS_EVERY,
+) -> Iterator[_T]:
+    """``items``, reporting an adapter's main loop to ``progress`` (the contract above): ``(0, total)``
+    before the first item, ``(done, total)`` after every ``every`` finished items, and ``(n, n)`` once
+    all ``n`` are finished (an item is finished when the loop asks for the next one). ``total``
+    defaults to ``len(items)`` when ``items`` has one, else ``None``. Without ``progress`` the items
+    pass through untouched."""
+    if progress is None:
+        yield from items
+        return
+    if total is None and isinstance(items, Sized):
+        total = len(items)
+    progress(0, total)
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        if done % every == 0:
+            progress(done, total)
+    progress(done, done)
 
 
 # --- records ---------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ Options (``prepare``): ``check_images`` ("none" | "exists" | "open", default "ex
 ``None`` keeps all), ``images_root`` (default ``root``), ``image_suffix`` (replace the suffix of
 ``path_to_image``, e.g. ".png"; default ``None`` keeps the path as given) and ``report_csv`` (the
 report table's file name under ``root`` or a path; default ``df_chexpert_plus_240401.csv``).
+``progress`` (``base`` contract) counts studies, after the report table is read.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from editgrpo.data.adapters.base import (
+    ProgressCallback,
     check_image,
     check_options,
     clean_cell,
     read_csv_records,
+    tracked,
     unique_key,
     with_priors,
 )
@@ -73,6 +76,7 @@ def prepare(
     images_root: str | Path | None = None,
     image_suffix: str | None = None,
     report_csv: str | Path = REPORT_CSV,
+    progress: ProgressCallback | None = None,
 ) -> list[Study]:
     """Read CheXpert Plus under ``root``; studies sorted by ``study_id`` (see the module docstring)."""
     _check_options(check_images, max_images, image_suffix)
@@ -87,7 +91,7 @@ def prepare(
     drafts = _read_table(table, image_base, image_suffix, log)
     source = str(table)
     kept: list[_Draft] = []
-    for draft in drafts.values():
+    for draft in tracked(drafts.values(), progress):
         images = []
         for image, line in zip(draft.images, draft.lines, strict=True):
             if check_image(Path(image.path), check_images, log, source, line, image.image_id):

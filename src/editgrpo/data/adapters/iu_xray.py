@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from editgrpo.data.adapters.base import check_image, check_options
+from editgrpo.data.adapters.base import ProgressCallback, check_image, check_options, tracked
 from editgrpo.data.manifest import DataError, RejectLog
 from editgrpo.data.schema import Image, Study
 from editgrpo.text.sections import ReportSections, from_openi_fields
@@ -130,9 +130,11 @@ def prepare(
     check_images: str = "exists",
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     max_images: int | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[Study]:
     """Studies from the Open-i reports at ``root`` (archive or folder); ``images`` is the folder
-    of ``<image id>.png`` files, or None for a text-only manifest."""
+    of ``<image id>.png`` files, or None for a text-only manifest. ``progress`` (``base`` contract)
+    counts the parsed reports."""
     check_options("iu_xray", check_images, max_images)
     if (
         len(split_fractions) != 3
@@ -144,7 +146,7 @@ def prepare(
     if image_dir is not None and not image_dir.is_dir():
         raise DataError(f"{images}: image folder not found")
     studies = []
-    for report in parse_openi(root, log):
+    for report in tracked(parse_openi(root, log), progress):
         sections = report.sections
         if not sections.findings and not sections.impression:
             log.error(report.source, None, "findings", "no findings or impression", report.uid)

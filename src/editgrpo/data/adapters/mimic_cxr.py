@@ -25,6 +25,7 @@ Options (``prepare``): ``check_images`` ("none" | "exists" | "open", default "ex
 ``max_images`` (leave out studies with more usable images than this, logged as ``filtered``; the
 EditGRPO paper used up to 6; default ``None`` keeps all) and ``reports_root`` (where the report
 archive was extracted; default ``root``; either the folder holding ``files/`` or ``files/`` itself).
+``progress`` (``base`` contract) counts studies, after the two tables are read.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from editgrpo.data.adapters.base import (
+    ProgressCallback,
     check_image,
     check_options,
     parse_dicom_da,
     read_csv_records,
+    tracked,
     unique_key,
     with_priors,
 )
@@ -70,6 +73,7 @@ def prepare(
     check_images: str = "exists",
     max_images: int | None = None,
     reports_root: str | Path | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[Study]:
     """Read MIMIC-CXR-JPG under ``root``; studies sorted by ``study_id`` (see the module docstring)."""
     check_options("mimic_cxr", check_images, max_images)
@@ -85,7 +89,7 @@ def prepare(
 
     kept: list[_Draft] = []
     meta_source = str(metadata_path)
-    for draft in studies.values():
+    for draft in tracked(studies.values(), progress):
         images = []
         for image, line in zip(draft.images, draft.lines, strict=True):
             if check_image(Path(image.path), check_images, log, meta_source, line, image.image_id):

@@ -54,6 +54,7 @@ from typing import Any
 
 from editgrpo.data.adapters.base import (
     MissingColumnsError,
+    ProgressCallback,
     RecordError,
     check_image,
     check_options,
@@ -63,6 +64,7 @@ from editgrpo.data.adapters.base import (
     prior_of,
     read_csv_records,
     read_json,
+    tracked,
 )
 from editgrpo.data.manifest import DataError, RejectLog
 from editgrpo.data.schema import Image, Prior, Study, canonical_view
@@ -244,12 +246,14 @@ def prepare(
     log: RejectLog,
     check_images: str = "exists",
     max_images: int | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[Study]:
     """Studies of PadChest-GR under ``root`` (the release folder; see the module docstring).
 
     ``check_images``: ``none``, ``exists`` (default) or ``open`` (see ``base.check_image``); it
     applies to prior images too. ``max_images``: studies with more images are filtered out (None,
-    the default, keeps all; every PadChest-GR study has one image)."""
+    the default, keeps all; every PadChest-GR study has one image). ``progress`` (``base``
+    contract) counts the grounded-report records, after the tables are read."""
     check_options("padchest_gr", check_images, max_images)
     root = Path(root).resolve()
     if not root.is_dir():
@@ -276,7 +280,7 @@ def prepare(
     studies: list[Study] = []
     links: dict[str, _MasterRow] = {}
     seen: dict[str, int] = {}
-    for number, record in enumerate(records, start=1):
+    for number, record in enumerate(tracked(records, progress), start=1):
         study_id = str(record[KEY_STUDY]) if isinstance(record, dict) and record.get(KEY_STUDY) else None
         try:
             if not isinstance(record, dict):

@@ -41,6 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from editgrpo.data.adapters.base import (
+    ProgressCallback,
     RecordError,
     check_image,
     check_options,
@@ -48,6 +49,7 @@ from editgrpo.data.adapters.base import (
     dicom_date,
     is_missing,
     read_json,
+    tracked,
 )
 from editgrpo.data.manifest import DataError, RejectLog
 from editgrpo.data.schema import Image, Study, canonical_view
@@ -160,12 +162,15 @@ def prepare(
     check_images: str = "exists",
     max_images: int | None = MAX_IMAGES,
     splits: tuple[str, ...] = tuple(RELEASE_SPLITS),
+    progress: ProgressCallback | None = None,
 ) -> list[Study]:
     """Studies of ReXGradient-160K under ``root`` (the release folder holding ``metadata/``).
 
     ``check_images``: ``none``, ``exists`` (default) or ``open`` (see ``base.check_image``).
     ``max_images``: studies with more images are filtered out (default 6, the paper's rule; None
-    keeps all). ``splits``: which of train / validate / test to read (each needs its file)."""
+    keeps all). ``splits``: which of train / validate / test to read (each needs its file).
+    ``progress`` (``base`` contract) counts the records of all the split files, which are all
+    read first (so a missing file also fails before any record is checked)."""
     check_options("rexgradient", check_images, max_images)
     unknown = [s for s in splits if s not in RELEASE_SPLITS]
     if unknown:
@@ -174,78 +179,79 @@ def prepare(
     if not root.is_dir():
         raise DataError(f"{root}: ReXGradient-160K folder not found")
 
+    # Every file is found before any is read, and read before the loop, so the total is known.
+    files = [(split, metadata_path(root, split)) for split in splits]
+    entries = [(split, path, *entry) for split, path in files for entry in _load_records(path)]
     studies: dict[str, Study] = {}
     seen: dict[str, str] = {}
-    for split in splits:
-        path = metadata_path(root, split)
+    for split, path, index, key, record in tracked(entries, progress):
         source = str(path)
-        for index, key, record in _load_records(path):
-            study_id = key
-            if isinstance(record, dict) and study_id is None:
-                study_id = _optional_id(record, KEY_STUDY_UID)
-            try:
-                if not isinstance(record, dict):
-                    raise RecordError("(record)", f"must be a JSON object, got {type(record).__name__}")
-                if study_id is None:
-                    raise RecordError(KEY_STUDY_UID, f"missing required key {KEY_STUDY_UID!r}")
-                for required in REQUIRED_KEYS:
-                    if required not in record:
-                        raise RecordError(required, f"missing required key {required!r}")
-                if study_id in seen:
-                    raise RecordError("study id", f"duplicate of {seen[study_id]}")
-                seen[study_id] = f"{source}:{index}"
-                paths, views = _images(record)
-                if max_images is not None and len(paths) > max_images:
-                    log.filtered(
-                        source,
-                        index,
-                        KEY_IMAGES,
-                        f"{len(paths)} images > max_images {max_images} (the paper drops studies with more than 6)",
-                        study_id,
-                    )
-                    continue
-                findings = _text(record, KEY_FINDINGS)
-                impression = _text(record, KEY_IMPRESSION)
-                if findings is None and impression is None:
-                    raise RecordError(KEY_FINDINGS, "no findings or impression")
-                try:
-                    date = dicom_date(record.get(KEY_DATE))
-                except ValueError:
-                    raise RecordError(
-                        KEY_DATE, f"{record.get(KEY_DATE)!r} is not a date (YYYYMMDD or YYYY-MM-DD)"
-                    ) from None
-                indication = _text(record, KEY_INDICATION)
-                comparison = _text(record, KEY_COMPARISON)
-            except RecordError as err:
-                log.error(source, index, err.field_name, str(err), study_id)
-                continue
-            images = []
-            usable = True
-            for raw, view in zip(paths, views, strict=True):
-                image_path = _image_path(raw, path.parent, root)
-                usable = check_image(image_path, check_images, log, source, index, study_id) and usable
-                images.append(Image(path=str(image_path), view=canonical_view(view), image_id=Path(raw).stem))
-            if not usable:
-                continue
-            meta = {
-                name: value
-                for name, value in (
-                    ("study_instance_uid", _optional_id(record, KEY_STUDY_UID)),
-                    ("accession_number", _optional_id(record, KEY_ACCESSION)),
+        study_id = key
+        if isinstance(record, dict) and study_id is None:
+            study_id = _optional_id(record, KEY_STUDY_UID)
+        try:
+            if not isinstance(record, dict):
+                raise RecordError("(record)", f"must be a JSON object, got {type(record).__name__}")
+            if study_id is None:
+                raise RecordError(KEY_STUDY_UID, f"missing required key {KEY_STUDY_UID!r}")
+            for required in REQUIRED_KEYS:
+                if required not in record:
+                    raise RecordError(required, f"missing required key {required!r}")
+            if study_id in seen:
+                raise RecordError("study id", f"duplicate of {seen[study_id]}")
+            seen[study_id] = f"{source}:{index}"
+            paths, views = _images(record)
+            if max_images is not None and len(paths) > max_images:
+                log.filtered(
+                    source,
+                    index,
+                    KEY_IMAGES,
+                    f"{len(paths)} images > max_images {max_images} (the paper drops studies with more than 6)",
+                    study_id,
                 )
-                if value is not None
-            }
-            studies[study_id] = Study(
-                study_id=study_id,
-                dataset=DATASET,
-                split=split,
-                images=tuple(images),
-                patient_id=_optional_id(record, KEY_PATIENT),
-                date=date,
-                indication=indication,
-                comparison=comparison,
-                findings=findings,
-                impression=impression,
-                meta=meta,
+                continue
+            findings = _text(record, KEY_FINDINGS)
+            impression = _text(record, KEY_IMPRESSION)
+            if findings is None and impression is None:
+                raise RecordError(KEY_FINDINGS, "no findings or impression")
+            try:
+                date = dicom_date(record.get(KEY_DATE))
+            except ValueError:
+                raise RecordError(
+                    KEY_DATE, f"{record.get(KEY_DATE)!r} is not a date (YYYYMMDD or YYYY-MM-DD)"
+                ) from None
+            indication = _text(record, KEY_INDICATION)
+            comparison = _text(record, KEY_COMPARISON)
+        except RecordError as err:
+            log.error(source, index, err.field_name, str(err), study_id)
+            continue
+        images = []
+        usable = True
+        for raw, view in zip(paths, views, strict=True):
+            image_path = _image_path(raw, path.parent, root)
+            usable = check_image(image_path, check_images, log, source, index, study_id) and usable
+            images.append(Image(path=str(image_path), view=canonical_view(view), image_id=Path(raw).stem))
+        if not usable:
+            continue
+        meta = {
+            name: value
+            for name, value in (
+                ("study_instance_uid", _optional_id(record, KEY_STUDY_UID)),
+                ("accession_number", _optional_id(record, KEY_ACCESSION)),
             )
+            if value is not None
+        }
+        studies[study_id] = Study(
+            study_id=study_id,
+            dataset=DATASET,
+            split=split,
+            images=tuple(images),
+            patient_id=_optional_id(record, KEY_PATIENT),
+            date=date,
+            indication=indication,
+            comparison=comparison,
+            findings=findings,
+            impression=impression,
+            meta=meta,
+        )
     return [studies[k] for k in sorted(studies)]

@@ -15,6 +15,7 @@ from editgrpo.data.adapters.base import (
     dicom_date,
     latest_earlier,
     read_csv_records,
+    tracked,
     with_priors,
 )
 from editgrpo.data.manifest import RejectLog
@@ -97,3 +98,30 @@ def test_option_checks(tmp_path: Path) -> None:
         check_options("demo", "exists", 0)
     with pytest.raises(UserError, match="check_images: 'maybe' is not one of"):
         check_image(tmp_path / "x.png", "maybe", RejectLog("skip"), "src", 1, "r")
+
+
+def test_tracked_reports_at_the_start_every_n_and_at_the_end() -> None:
+    calls: list[tuple[int, int | None]] = []
+
+    def record(done: int, total: int | None) -> None:
+        calls.append((done, total))
+
+    assert list(tracked(range(600), record)) == list(range(600))
+    assert calls == [(0, 600), (256, 600), (512, 600), (600, 600)]
+    # A total it cannot know (a generator) is None until the end; an exact multiple of ``every``
+    # is reported once more at the end.
+    calls.clear()
+    assert list(tracked((n for n in range(4)), record, every=2)) == [0, 1, 2, 3]
+    assert calls == [(0, None), (2, None), (4, None), (4, 4)]
+    calls.clear()
+    assert list(tracked([], record)) == [] and calls == [(0, 0), (0, 0)]
+    # An item counts once the loop asks for the next one; a loop that raises gets no final call.
+    calls.clear()
+    with pytest.raises(ValueError, match="stop"):
+        for item in tracked(range(5), record, every=2):
+            if item == 3:
+                raise ValueError("stop")
+    assert calls == [(0, 5), (2, 5)]
+    # Without a callback the items pass through as they are.
+    items = iter("ab")
+    assert list(tracked(items, None)) == ["a", "b"]

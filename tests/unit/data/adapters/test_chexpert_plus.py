@@ -354,3 +354,17 @@ def test_max_images_filter_is_logged_not_raised(tmp_path: Path) -> None:
         ("filtered", 8, "images", "2 images, more than max_images=1", "patient64541_study1"),
     ]
     assert studies["patient00001_study3"].prior is None
+
+
+def test_progress_counts_every_study_through_the_loop(tmp_path: Path) -> None:
+    calls: list[tuple[int, int | None]] = []
+    log = RejectLog("skip")
+    studies = prepare(
+        build_tree(tmp_path), log=log, max_images=1, progress=lambda done, total: calls.append((done, total))
+    )
+    # Four studies go through the loop: the two with two images are filtered, two are kept.
+    assert (len(studies), [r.kind for r in log.rejects]) == (2, ["filtered", "filtered"])
+    dones = [done for done, _ in calls]
+    assert dones == sorted(dones), calls  # done never decreases
+    assert calls[0] == (0, 4) and calls[-1] == (4, 4), calls
+    assert {total for _, total in calls} == {4}  # the total is known from the start

@@ -97,3 +97,17 @@ def test_split_is_stable_and_proportional() -> None:
         and abs(share["validate"] - 0.1) < 0.02
         and abs(share["test"] - 0.2) < 0.03
     )
+
+
+def test_progress_counts_every_report_through_the_loop(tmp_path: Path) -> None:
+    calls: list[tuple[int, int | None]] = []
+    log = RejectLog("skip")
+    studies = prepare(
+        write_archive(tmp_path / "r.tgz"), log=log, progress=lambda done, total: calls.append((done, total))
+    )
+    # Four reports go through the loop: three kept, CXR4 rejected (no findings or impression).
+    assert (len(studies), [r.record_id for r in log.rejects]) == (3, ["CXR4"])
+    dones = [done for done, _ in calls]
+    assert dones == sorted(dones), calls  # done never decreases
+    assert calls[0] == (0, 4) and calls[-1] == (4, 4), calls
+    assert {total for _, total in calls} == {4}  # the total is known from the start

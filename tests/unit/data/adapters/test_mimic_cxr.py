@@ -392,3 +392,20 @@ def test_max_images_filter_is_logged_not_raised(tmp_path: Path) -> None:
     ]
     assert studies["51000000"].prior is None
     assert len(prepare(root, log=RejectLog(), max_images=2)) == 5
+
+
+def test_progress_counts_every_study_through_the_loop(tmp_path: Path) -> None:
+    reports = {k: v for k, v in REPORTS.items() if k != "56000000"}
+    calls: list[tuple[int, int | None]] = []
+    log = RejectLog("skip")
+    studies = prepare(
+        build_tree(tmp_path, reports=reports),
+        log=log,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    # Five studies go through the loop: four kept, one rejected for its missing report.
+    assert (len(studies), [r.record_id for r in log.rejects]) == (4, ["56000000"])
+    dones = [done for done, _ in calls]
+    assert dones == sorted(dones), calls  # done never decreases
+    assert calls[0] == (0, 5) and calls[-1] == (5, 5), calls
+    assert {total for _, total in calls} == {5}  # the total is known from the start

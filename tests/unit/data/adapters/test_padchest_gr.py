@@ -411,3 +411,16 @@ def test_bad_date_in_the_padchest_table_is_reported_and_the_prior_keeps_no_date(
     ]
     with pytest.raises(DataError, match="StudyDate_DICOM: '2014-02-30' is not a date"):
         padchest_gr.prepare(root, log=RejectLog("fail"))
+
+
+def test_progress_counts_every_report_record_through_the_loop(tmp_path: Path) -> None:
+    calls: list[tuple[int, int | None]] = []
+    log = RejectLog("skip")
+    studies = padchest_gr.prepare(
+        _tree(tmp_path), log=log, progress=lambda done, total: calls.append((done, total))
+    )
+    assert (len(studies), log.rejects) == (7, [])
+    dones = [done for done, _ in calls]
+    assert dones == sorted(dones), calls  # done never decreases
+    assert calls[0] == (0, 7) and calls[-1] == (7, 7), calls
+    assert {total for _, total in calls} == {7}  # the total is known from the start

@@ -275,3 +275,17 @@ def test_check_images_none_trusts_the_paths(tmp_path: Path) -> None:
     _break(root, "missing image")
     studies = rexgradient.prepare(root, log=RejectLog("fail"), check_images="none")
     assert "x2" in {s.study_id for s in studies}
+
+
+def test_progress_counts_the_records_of_every_split_file(tmp_path: Path) -> None:
+    calls: list[tuple[int, int | None]] = []
+    log = RejectLog("skip")
+    studies = rexgradient.prepare(
+        _tree(tmp_path), log=log, max_images=2, progress=lambda done, total: calls.append((done, total))
+    )
+    # Five records in three files go through one loop: t2 (three images) is filtered, four are kept.
+    assert (len(studies), [(r.kind, r.record_id) for r in log.rejects]) == (4, [("filtered", "t2")])
+    dones = [done for done, _ in calls]
+    assert dones == sorted(dones), calls  # done never decreases
+    assert calls[0] == (0, 5) and calls[-1] == (5, 5), calls
+    assert {total for _, total in calls} == {5}  # the total is known from the start
