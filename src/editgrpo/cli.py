@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -152,6 +153,60 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(args: argparse.Namespace) -> int:
+    from editgrpo.annotators.chexpert import LABELER_BACKENDS, as_ordered_list, build_labeler
+    from editgrpo.text.observations import CHEXPERT_14
+
+    if (args.file is None) == (args.text is None):
+        raise UserError("give either FILE.jsonl or --text TEXT")
+    if args.backend not in LABELER_BACKENDS:
+        raise UserError(f"--backend {args.backend!r}; valid: {', '.join(LABELER_BACKENDS)}")
+    items = [("text", args.text)] if args.text is not None else _label_inputs(args.file, args.field)
+    options = {}
+    if args.backend == "chexbert":
+        if args.checkpoint is None:
+            raise UserError(
+                "--backend chexbert needs --checkpoint (chexbert.pth, a folder holding it, or a hub id)"
+            )
+        options = {"checkpoint": args.checkpoint, "tokenizer": args.tokenizer, "batch_size": args.batch_size}
+    labeler = build_labeler(args.backend, **options)
+    for start in range(0, len(items), args.batch_size):
+        batch = items[start : start + args.batch_size]
+        for (item_id, _), vector in zip(batch, labeler.label([text for _, text in batch]), strict=True):
+            labels = dict(zip(CHEXPERT_14, as_ordered_list(vector), strict=True))
+            print(json.dumps({"id": item_id, "labeler": labeler.name, "labels": labels}))
+    return 0
+
+
+def _label_inputs(path: str, field: str | None) -> list[tuple[object, str]]:
+    """(id, text) per JSONL line: ``field`` when given, else ``text`` / ``report``, else a study
+    manifest row's findings and impression."""
+    from pathlib import Path
+
+    source = Path(path)
+    if not source.is_file():
+        raise UserError(f"{source}: file not found")
+    items: list[tuple[object, str]] = []
+    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{source}:{number}: invalid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{source}:{number}: expected a JSON object")
+        keys = [field] if field else ["text", "report"]
+        text = next((row[k] for k in keys if isinstance(row.get(k), str)), None)
+        if text is None and not field and ("findings" in row or "impression" in row):
+            text = "\n".join(p for p in (row.get("findings"), row.get("impression")) if isinstance(p, str))
+        if text is None:
+            wanted = repr(field) if field else "'text', 'report', or 'findings'/'impression'"
+            raise UserError(f"{source}:{number}: no {wanted} string field")
+        items.append((row.get("id", row.get("study_id", number)), text))
+    return items
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="editgrpo",
@@ -208,6 +263,21 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--image-size", type=int, default=112, help="image side in pixels")
     synth.set_defaults(func=_synth)
 
+    label = sub.add_parser(
+        "label",
+        help="CheXpert labels (14 observations) of reports",
+        description="Print one JSON object per report: its id, the labeler, and the 14 CheXpert labels in "
+        "CheXbert order (1 positive, 0 negative, -1 uncertain, null blank).",
+    )
+    label.add_argument("file", nargs="?", help="JSONL: 'text'/'report' per line, or a study manifest")
+    label.add_argument("--text", help="one report given on the command line")
+    label.add_argument("--field", help="the JSONL field holding the report text")
+    label.add_argument("--backend", default="rules", help="rules (offline, chexpert-rules) or chexbert")
+    label.add_argument("--checkpoint", help="chexbert: chexbert.pth, its folder, or a hub id")
+    label.add_argument("--tokenizer", default="bert-base-uncased", help="chexbert: tokenizer path or hub id")
+    label.add_argument("--batch-size", type=int, default=64)
+    label.set_defaults(func=_label)
+
     demo = sub.add_parser("demo", help="the end-to-end CPU demo (what `make demo` runs)")
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument("--size", default="s", help="tiny model size")
@@ -225,6 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"editgrpo {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:
+        # The reader closed the pipe (`editgrpo label FILE | head`): stop quietly, as Unix tools
+        # do, and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -167,3 +167,26 @@ def test_synth_writes_a_small_benchmark(tmp_path: Path) -> None:
     assert rows == 30 and summary == json.loads((out / "synthcxr.json").read_text())
     bad = editgrpo("synth", "--n", "0", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "SynthConfig.n = 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_label_prints_the_14_labels_in_chexbert_order(tmp_path: Path) -> None:
+    from editgrpo.text.observations import CHEXPERT_14
+
+    result = editgrpo("label", "--text", "Stable mild cardiomegaly. No effusion.")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert row["labeler"] == "chexpert-rules" and list(row["labels"]) == list(CHEXPERT_14)
+    assert row["labels"]["Cardiomegaly"] == 1 and row["labels"]["Pleural Effusion"] == 0
+    reports = tmp_path / "r.jsonl"
+    reports.write_text('{"id": "a", "text": "No pneumothorax."}\n{"study_id": "s", "findings": "Edema."}\n')
+    rows = [json.loads(line) for line in editgrpo("label", str(reports)).stdout.splitlines()]
+    assert [(r["id"], r["labels"]["Pneumothorax"], r["labels"]["Edema"]) for r in rows] == [
+        ("a", 0, None),
+        ("s", None, 1),
+    ]
+    reports.write_text('{"id": "a", "txt": "No pneumothorax."}\n')
+    bad = editgrpo("label", str(reports))
+    assert bad.returncode == 2 and f"{reports}:1: no 'text', 'report'" in bad.stderr
+    assert editgrpo("label").returncode == 2
+    missing = editgrpo("label", "--text", "x", "--backend", "chexbert")
+    assert missing.returncode == 2 and "needs --checkpoint" in missing.stderr

@@ -44,6 +44,7 @@ class OpenIReport:
 
     uid: str
     source: str  # archive member or file the report came from
+    iuxr_id: int | None
     sections: ReportSections
     image_ids: tuple[str, ...] = ()
     mesh_major: tuple[str, ...] = ()
@@ -64,9 +65,12 @@ def _parse_xml(data: bytes, source: str) -> OpenIReport:
         label = node.get("Label")
         if label:
             fields[label] = "".join(node.itertext()) or None
+    iuxr = root.find("IUXRId")
+    iuxr_id = iuxr.get("id") if iuxr is not None else None
     return OpenIReport(
         uid=uid,
         source=source,
+        iuxr_id=int(iuxr_id) if iuxr_id and iuxr_id.isdigit() else None,
         sections=from_openi_fields(fields),
         image_ids=tuple(node.get("id") for node in root.findall("parentImage") if node.get("id")),
         mesh_major=tuple(n.text.strip() for n in root.findall("MeSH/major") if n.text and n.text.strip()),
@@ -184,7 +188,11 @@ def prepare(
                 comparison=sections.comparison,
                 findings=sections.findings,
                 impression=sections.impression,
-                meta={"mesh_major": list(report.mesh_major), "mesh_automatic": list(report.mesh_automatic)},
+                meta={
+                    "iuxr_id": report.iuxr_id,
+                    "mesh_major": list(report.mesh_major),
+                    "mesh_automatic": list(report.mesh_automatic),
+                },
             )
         )
     return sorted(studies, key=lambda s: s.study_id)

@@ -1,0 +1,1 @@
+"""Annotators: turn report text into annotations (labels, entities, vectors); heavy models load lazily."""
