@@ -59,7 +59,7 @@ ALLOWED_THIRD_PARTY: dict[str, set[str] | None] = {
     "rewards": {"numpy", "torch", "transformers", "uvicorn", "starlette", "httpx"},
     "edits": {"numpy"},
     "metrics": {"numpy"},
-    "annotators": {"numpy", "torch", "transformers", "tokenizers", "safetensors", "httpx"},
+    "annotators": {"numpy", "torch", "transformers", "tokenizers", "safetensors", "httpx", "regex"},
     "data": {"numpy", "PIL", "yaml"},
     "models": {"torch", "transformers", "tokenizers", "PIL", "numpy", "safetensors"},
     "core": {"torch"},
