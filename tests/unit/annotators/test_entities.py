@@ -89,3 +89,15 @@ def test_batch_registry_and_errors(extractor: LexiconEntityExtractor, tmp_path) 
     bad.write_text("[findings]\nopacity\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"lexicon.txt:1: unknown category 'findings'"):
         LexiconEntityExtractor(lexicon=bad)
+
+
+def test_lexicon_graphs_feed_the_radgraph_metric(extractor: LexiconEntityExtractor) -> None:
+    """The extractor's radgraph layout is what metrics/radgraph_f1.py scores (one code path for
+    our annotations and the radgraph package's)."""
+    from editgrpo.metrics.radgraph_f1 import radgraph_f1_all_levels
+
+    ref = extractor.extract_one("Mild cardiomegaly. Small left pleural effusion.").to_radgraph()
+    same = extractor.extract_one("Mild cardiomegaly.\nSmall left pleural effusion.").to_radgraph()
+    assert radgraph_f1_all_levels(same, ref) == (1.0, 1.0, 1.0)
+    wrong = extractor.extract_one("Mild cardiomegaly. No pleural effusion.").to_radgraph()
+    assert all(score < 1.0 for score in radgraph_f1_all_levels(wrong, ref))
