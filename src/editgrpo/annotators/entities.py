@@ -25,6 +25,7 @@ backend's name (``lexicon``), an approximation of RaTE-NER and RadGraph-XL, not 
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -168,16 +169,14 @@ class LexiconEntityExtractor:
     def extract_one(self, report: str) -> ReportEntities:
         result = ReportEntities(report)
         tokens = radgraph_tokens(report)
-        token_index = {start: i for i, (_, start, _) in enumerate(tokens)}
+        starts = [start for _, start, _ in tokens]
         for sentence in split_sentences(report):
-            sentence_tokens = [
-                (t, s - sentence.start, e - sentence.start)
-                for t, s, e in tokens
-                if sentence.start <= s < sentence.end
-            ]
+            # The sentence's tokens: those starting inside its span (bisect on the start offsets).
+            offset = bisect.bisect_left(starts, sentence.start)
+            stop = bisect.bisect_left(starts, sentence.end)
+            sentence_tokens = [(t, s - sentence.start, e - sentence.start) for t, s, e in tokens[offset:stop]]
             if not sentence_tokens:
                 continue
-            offset = token_index[sentence_tokens[0][1] + sentence.start]
             rate, graph, relations = self._sentence(sentence.text, sentence_tokens)
             base = len(result.graph)
             result.rate += [
