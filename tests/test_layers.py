@@ -59,7 +59,17 @@ ALLOWED_THIRD_PARTY: dict[str, set[str] | None] = {
     "rewards": {"numpy", "torch", "transformers", "uvicorn", "starlette", "httpx"},
     "edits": {"numpy"},
     "metrics": {"numpy"},
-    "annotators": {"numpy", "torch", "transformers", "tokenizers", "safetensors", "httpx", "regex"},
+    # radgraph: optional, imported only by the `radgraph` entity backend when the user has it.
+    "annotators": {
+        "numpy",
+        "torch",
+        "transformers",
+        "tokenizers",
+        "safetensors",
+        "httpx",
+        "regex",
+        "radgraph",
+    },
     "data": {"numpy", "PIL", "yaml"},
     "models": {"torch", "transformers", "tokenizers", "PIL", "numpy", "safetensors"},
     "core": {"torch"},

@@ -35,6 +35,7 @@ import regex
 
 from editgrpo.annotators.entity_types import GraphEntity, RateEntity, Relation, ReportEntities
 from editgrpo.annotators.scope import ScopeEngine, read_data_file
+from editgrpo.errors import UserError
 from editgrpo.text.sentences import split_sentences
 
 CATEGORIES = ("finding", "disease", "device", "normal", "anatomy", "anatomy_adj", "anatomy_mod", "modifier")
@@ -413,10 +414,91 @@ class LexiconEntityExtractor:
         return out
 
 
-ENTITY_BACKENDS: dict[str, str] = {"lexicon": "LexiconEntityExtractor"}
+# --------------------------------------------------------------------------------------------
+# Model backends behind the same interface
+# --------------------------------------------------------------------------------------------
 
 
-def build_entity_extractor(name: str = "lexicon", **options: object) -> LexiconEntityExtractor:
+class RateEntityExtractor:
+    """``rate``: RaTE entities from the RaTE-NER model (``annotators/rate_ner.py``); the RadGraph
+    graph stays empty (pair it with ``lexicon`` or ``radgraph`` for RadGraph F1)."""
+
+    name = "rate"
+
+    def __init__(
+        self,
+        model: str = "Angelakeke/RaTE-NER-Deberta",
+        tokenizer: str | None = None,
+        device: str | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        from editgrpo.annotators.rate_ner import RateNER
+
+        self.ner = RateNER(model, tokenizer=tokenizer, device=device, batch_size=batch_size)
+
+    def extract(self, texts: Sequence[str]) -> list[ReportEntities]:
+        return [
+            ReportEntities(text, rate=entities)
+            for text, entities in zip(texts, self.ner.extract(texts), strict=True)
+        ]
+
+
+def from_radgraph_output(text: str, annotation: dict) -> ReportEntities:
+    """Our annotation from one report of the ``radgraph`` package's output (``{"text", "entities":
+    {id: {"tokens", "label", "start_ix", "end_ix", "relations"}}}``). Labels keep the package's own
+    spelling (RadGraph-XL: "Observation::definitely present" ...), so RadGraph F1 compares exactly
+    what the reference compares. Character spans come from our tokens, which equal RadGraph-XL's
+    (-1 where the package's tokens differ, as the v1 model's may)."""
+    tokens = radgraph_tokens(text)
+    ids = list(annotation.get("entities", {}))
+    index = {entity_id: k for k, entity_id in enumerate(ids)}
+    graph, relations = [], []
+    for k, entity_id in enumerate(ids):
+        entity = annotation["entities"][entity_id]
+        first, last = int(entity.get("start_ix", -1)), int(entity.get("end_ix", -1))
+        aligned = (
+            0 <= first <= last < len(tokens)
+            and " ".join(t for t, _, _ in tokens[first : last + 1]) == entity["tokens"]
+        )
+        start, end = (tokens[first][1], tokens[last][2]) if aligned else (-1, -1)
+        graph.append(GraphEntity(entity["tokens"], entity["label"], start, end, first, last))
+        for kind, target in entity.get("relations", []):
+            if str(target) in index:
+                relations.append(Relation(kind, k, index[str(target)]))
+    return ReportEntities(text, graph=graph, relations=relations)
+
+
+class RadGraphPackageExtractor:
+    """``radgraph``: the ``radgraph`` package (Stanford-AIMI) with its own weights; RaTE entities
+    stay empty. Needs ``pip install radgraph`` and its model files (downloaded by the package from
+    the hub, or already in its cache)."""
+
+    name = "radgraph"
+
+    def __init__(self, model_type: str = "radgraph-xl", **options: object) -> None:
+        try:
+            from radgraph import RadGraph  # optional: not a dependency of editgrpo
+        except ImportError:
+            raise UserError(
+                "the radgraph entity backend needs the radgraph package and its weights: pip install radgraph"
+            ) from None
+        self.model_type = model_type
+        self.model = RadGraph(model_type=model_type, **options)
+
+    def extract(self, texts: Sequence[str]) -> list[ReportEntities]:
+        output = self.model(list(texts))
+        return [from_radgraph_output(text, output[str(k)]) for k, text in enumerate(texts)]
+
+
+ENTITY_BACKENDS: dict[str, type] = {
+    "lexicon": LexiconEntityExtractor,
+    "rate": RateEntityExtractor,
+    "radgraph": RadGraphPackageExtractor,
+}
+
+
+def build_entity_extractor(name: str = "lexicon", **options: object):
+    """The entity backend ``name`` (see ``ENTITY_BACKENDS``), built with ``options``."""
     if name not in ENTITY_BACKENDS:
         raise ValueError(f"unknown entity backend {name!r}; valid: {', '.join(ENTITY_BACKENDS)}")
-    return LexiconEntityExtractor(**options)
+    return ENTITY_BACKENDS[name](**options)

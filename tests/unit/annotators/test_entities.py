@@ -101,3 +101,58 @@ def test_lexicon_graphs_feed_the_radgraph_metric(extractor: LexiconEntityExtract
     assert radgraph_f1_all_levels(same, ref) == (1.0, 1.0, 1.0)
     wrong = extractor.extract_one("Mild cardiomegaly. No pleural effusion.").to_radgraph()
     assert all(score < 1.0 for score in radgraph_f1_all_levels(wrong, ref))
+
+
+def test_radgraph_package_output_converts_and_scores_the_same() -> None:
+    """A report as the radgraph package returns it (RadGraph-XL label spelling), written here."""
+    from editgrpo.annotators.entities import from_radgraph_output
+    from editgrpo.metrics.radgraph_f1 import radgraph_f1_all_levels
+
+    text = "Mild  cardiomegaly.\nNo effusion."
+    output = {
+        "text": "Mild cardiomegaly . No effusion .",
+        "entities": {
+            "1": {
+                "tokens": "Mild",
+                "label": "Observation::definitely present",
+                "start_ix": 0,
+                "end_ix": 0,
+                "relations": [["modify", "2"]],
+            },
+            "2": {
+                "tokens": "cardiomegaly",
+                "label": "Observation::definitely present",
+                "start_ix": 1,
+                "end_ix": 1,
+                "relations": [],
+            },
+            "3": {
+                "tokens": "effusion",
+                "label": "Observation::definitely absent",
+                "start_ix": 4,
+                "end_ix": 4,
+                "relations": [],
+            },
+        },
+    }
+    report = from_radgraph_output(text, output)
+    assert [(g.tokens, text[g.start : g.end]) for g in report.graph] == [
+        ("Mild", "Mild"),
+        ("cardiomegaly", "cardiomegaly"),
+        ("effusion", "effusion"),
+    ]
+    assert [(r.kind, r.source, r.target) for r in report.relations] == [("modify", 0, 1)]
+    converted = report.to_radgraph()
+    assert radgraph_f1_all_levels(converted, output) == (1.0, 1.0, 1.0)
+    assert radgraph_f1_all_levels(output, output) == radgraph_f1_all_levels(converted, converted)
+
+
+def test_radgraph_backend_says_what_it_needs() -> None:
+    import importlib.util
+
+    from editgrpo.errors import UserError
+
+    if importlib.util.find_spec("radgraph") is not None:
+        pytest.skip("the radgraph package is installed here; its model would be loaded")
+    with pytest.raises(UserError, match="pip install radgraph"):
+        build_entity_extractor("radgraph")
