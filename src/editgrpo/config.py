@@ -258,25 +258,46 @@ class EditConfig(Section):
         return out
 
 
-# Names the reward layer implements; rewards/ keeps its registry equal to this tuple (tested).
-REWARD_COMPONENTS: tuple[str, ...] = ("radgraph_f1", "chexbert_f1", "ratescore")
+# Names the reward layer implements; rewards/composite.py keeps its registries equal to these
+# tuples (tested), so a recipe fails at load, not mid-run.
+REWARD_COMPONENTS: tuple[str, ...] = ("radgraph_partial", "chexbert_micro14", "ratescore")
+LABELER_NAMES: tuple[str, ...] = ("rules", "chexbert")
+ENTITY_NAMES: tuple[str, ...] = ("lexicon", "rate", "radgraph")
+EMBEDDER_NAMES: tuple[str, ...] = ("lexical", "minilm", "biolord")
+RATESCORE_VERSION_NAMES: tuple[str, ...] = ("0.5", "0.6", "0.6-short")
 
 
 @dataclass
 class RewardConfig(Section):
-    """Composite clinical reward: weighted components (default: the paper's R in [0, 3])."""
+    """Composite clinical reward: weighted components (default: the paper's R in [0, 3]) and the
+    annotator backend each uses (offline by default), scored in-process or by a reward server."""
 
     components: dict[str, float] = field(
-        default_factory=lambda: {"radgraph_f1": 1.0, "chexbert_f1": 1.0, "ratescore": 1.0}
+        default_factory=lambda: {"radgraph_partial": 1.0, "chexbert_micro14": 1.0, "ratescore": 1.0}
     )
-    backend: str = "offline"
+    labeler: str = "rules"
+    labeler_checkpoint: str | None = None
+    entities: str = "lexicon"
+    entity_model: str | None = None
+    embedder: str = "lexical"
+    embedder_model: str | None = None
+    ratescore_version: str = "0.5"
+    scoring: str = "inprocess"
     server_url: str | None = None
     server_token_env: str = "EDITGRPO_REWARD_TOKEN"
+    timeout_s: float = 60.0
+    retries: int = 3
 
-    BACKENDS: ClassVar[tuple[str, ...]] = ("offline", "model", "server")
+    SCORING: ClassVar[tuple[str, ...]] = ("inprocess", "server")
 
     def problems(self) -> list[Problem]:
-        out = _choice("", "backend", self.backend, self.BACKENDS)
+        out = _choice("", "scoring", self.scoring, self.SCORING)
+        out += _choice("", "labeler", self.labeler, LABELER_NAMES)
+        out += _choice("", "entities", self.entities, ENTITY_NAMES)
+        out += _choice("", "embedder", self.embedder, EMBEDDER_NAMES)
+        out += _choice("", "ratescore_version", self.ratescore_version, RATESCORE_VERSION_NAMES)
+        out += _positive("", "timeout_s", self.timeout_s)
+        out += _positive("", "retries", self.retries, allow_zero=True)
         if not self.components:
             out.append(Problem("components", {}, "is empty", "give at least one component with a weight"))
         for name, weight in self.components.items():
@@ -294,12 +315,21 @@ class RewardConfig(Section):
                 out.append(
                     Problem(f"components.{name}", weight, "weights must be >= 0", "use a non-negative weight")
                 )
-        if self.backend == "server" and not self.server_url:
+        if self.labeler == "chexbert" and not self.labeler_checkpoint:
+            out.append(
+                Problem(
+                    "labeler_checkpoint",
+                    None,
+                    "is required when labeler is chexbert",
+                    "give the path of chexbert.pth (or its hub id), or use labeler=rules",
+                )
+            )
+        if self.scoring == "server" and not self.server_url:
             out.append(
                 Problem(
                     "server_url",
                     self.server_url,
-                    "is required when backend is server",
+                    "is required when scoring is server",
                     "start `editgrpo serve-rewards` and give its URL",
                 )
             )

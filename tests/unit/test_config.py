@@ -49,7 +49,7 @@ def test_paper_rl_recipe_has_the_papers_numbers() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "recipes/paper/rl.yaml")
     assert isinstance(config, RLConfig)
     assert (config.rollout.group_size, config.num_edits(), config.loss.kl_beta) == (8, 4, 0.01)
-    assert config.reward.components == {"radgraph_f1": 1.0, "chexbert_f1": 1.0, "ratescore": 1.0}
+    assert config.reward.components == {"radgraph_partial": 1.0, "chexbert_micro14": 1.0, "ratescore": 1.0}
     assert config.optim.learning_rate == 1e-6 and config.model.freeze_vision
 
 
@@ -128,7 +128,7 @@ def test_rule_violations_in_several_sections_come_together(tmp_path: Path) -> No
         "loss.kl_beta",
     }
     assert by_field["edit.rule"].fix.startswith("did you mean 'paper'?")
-    assert by_field["reward.components.radgraph"].fix == "did you mean 'radgraph_f1'?"
+    assert by_field["reward.components.radgraph"].fix == "did you mean 'radgraph_partial'?"
     assert by_field["model.max_pixels"].source == f"{path}:5"
     assert by_field["loss.kl_beta"].source == "override 'loss.kl_beta=-1'"
 

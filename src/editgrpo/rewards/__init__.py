@@ -1,0 +1,1 @@
+"""Rewards: the composite clinical reward, the reward server and its client."""

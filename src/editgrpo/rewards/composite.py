@@ -1,0 +1,262 @@
+"""The composite clinical reward: a weighted sum of named components (EDITGRPO.md section 2.4).
+
+Default: ``radgraph_partial + chexbert_micro14 + ratescore``, weights 1, the paper's R in [0, 3]:
+
+- ``chexbert_micro14``: micro-F1 over the 14 CheXpert labels of the (hyp, ref) pair, uncertain as
+  positive (``metrics/chexbert_f1.pair_micro_f1``), labels from the configured labeler
+  (``rules`` = ``chexpert-rules`` offline, or ``chexbert``);
+- ``radgraph_partial``: RadGraph F1 at the partial level (``metrics/radgraph_f1``) on the graphs
+  of the configured entity backend (``lexicon`` offline, or ``radgraph``);
+- ``ratescore``: RaTEScore (``metrics/ratescore``, version ``0.5`` by default) on the RaTE
+  entities of the entity backend (``lexicon`` or ``rate``) embedded by the configured embedder.
+
+None policy (ARCHITECTURE.md rule 5): a component that cannot score a sample (its annotator
+failed on that text) is None for it, never 0. The total of a sample is the weighted sum of the
+components that scored, rescaled by (all weights / weights that scored) so it keeps the range of a
+full score; a sample no component could score has total None and is counted in ``stats``.
+
+References are analysed once per distinct text (a cache keyed by the text): a group of G
+rollouts shares one reference, so its labels, graph and entity vectors are computed once, not G
+times. ``CompositeReward`` is also a TRL reward function:
+``reward(prompts=..., completions=..., reference=[...], **kwargs) -> list[float | None]``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from editgrpo.annotators.chexpert import build_labeler
+from editgrpo.annotators.embeddings import build_embedder
+from editgrpo.annotators.entities import build_entity_extractor
+from editgrpo.metrics.chexbert_f1 import pair_micro_f1
+from editgrpo.metrics.radgraph_f1 import radgraph_f1_pair
+from editgrpo.metrics.ratescore import RATESCORE_VERSIONS, ratescore_pair
+
+DEFAULT_COMPONENTS: dict[str, float] = {"radgraph_partial": 1.0, "chexbert_micro14": 1.0, "ratescore": 1.0}
+
+
+@dataclass
+class Analysis:
+    """What the components need from one text: labels, RadGraph layout, RaTE (type, vector) list.
+    A field is None when its annotator failed on the text."""
+
+    labels: dict[str, int | None] | None = None
+    graph: dict[str, Any] | None = None
+    rate: list[tuple[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class RewardResult:
+    total: float | None
+    components: dict[str, float | None]
+
+
+@dataclass
+class RewardStats:
+    """Counters for the training log: samples scored, unscorable samples, partial scores."""
+
+    samples: int = 0
+    unscorable: int = 0
+    partial: int = 0
+    failures: Counter = field(default_factory=Counter)  # component -> samples it could not score
+
+
+class CompositeReward:
+    """Weighted clinical reward (module docstring). Annotators are built once, at construction."""
+
+    COMPONENTS: tuple[str, ...] = tuple(DEFAULT_COMPONENTS)
+
+    def __init__(
+        self,
+        components: Mapping[str, float] | None = None,
+        *,
+        labeler: str = "rules",
+        labeler_options: Mapping[str, Any] | None = None,
+        entities: str = "lexicon",
+        entity_options: Mapping[str, Any] | None = None,
+        embedder: str = "lexical",
+        embedder_options: Mapping[str, Any] | None = None,
+        ratescore_version: str = "0.5",
+        reference_cache_size: int = 10_000,
+    ) -> None:
+        self.components = dict(DEFAULT_COMPONENTS if components is None else components)
+        unknown = sorted(set(self.components) - set(self.COMPONENTS))
+        if unknown:
+            raise ValueError(f"unknown reward component(s) {unknown}; valid: {', '.join(self.COMPONENTS)}")
+        if not self.components or any(w < 0 for w in self.components.values()):
+            raise ValueError(
+                f"reward weights must be a non-empty mapping of non-negative numbers: {self.components}"
+            )
+        if ratescore_version not in RATESCORE_VERSIONS:
+            raise ValueError(
+                f"unknown RaTEScore version {ratescore_version!r}; valid: {', '.join(RATESCORE_VERSIONS)}"
+            )
+        self.ratescore_version = ratescore_version
+        need = set(self.components)
+        self.labeler = (
+            build_labeler(labeler, **dict(labeler_options or {})) if "chexbert_micro14" in need else None
+        )
+        self.extractor = (
+            build_entity_extractor(entities, **dict(entity_options or {}))
+            if need & {"radgraph_partial", "ratescore"}
+            else None
+        )
+        self.embedder = (
+            build_embedder(embedder, **dict(embedder_options or {})) if "ratescore" in need else None
+        )
+        self.names = {"labeler": labeler, "entities": entities, "embedder": embedder}
+        self.stats = RewardStats()
+        self._references: OrderedDict[str, Analysis] = OrderedDict()
+        self._reference_cache_size = reference_cache_size
+        self.__name__ = "editgrpo_" + "_plus_".join(self.components)  # TRL logs rewards by __name__
+
+    @classmethod
+    def from_config(cls, config: Any) -> CompositeReward:
+        """From a ``config.RewardConfig``."""
+        return cls(
+            config.components,
+            labeler=config.labeler,
+            labeler_options={"checkpoint": config.labeler_checkpoint} if config.labeler_checkpoint else None,
+            entities=config.entities,
+            entity_options={"model": config.entity_model} if config.entity_model else None,
+            embedder=config.embedder,
+            embedder_options={"model": config.embedder_model} if config.embedder_model else None,
+            ratescore_version=config.ratescore_version,
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # Analysis
+    # ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _guarded(function: Callable[[list[str]], list[Any]], texts: list[str]) -> list[Any]:
+        """Run an annotator on a batch; if the batch fails, retry text by text so one bad text
+        costs only its own result (None), never the batch's."""
+        try:
+            return function(texts)
+        except Exception:
+            results = []
+            for text in texts:
+                try:
+                    results.append(function([text])[0])
+                except Exception:
+                    results.append(None)
+            return results
+
+    def analyze(self, texts: Sequence[str]) -> list[Analysis]:
+        """Labels, RadGraph layout and RaTE vectors of each text, as the components need them."""
+        texts = [text if isinstance(text, str) else None for text in texts]
+        valid = [t for t in texts if t is not None]
+        labels = self._guarded(self.labeler.label, valid) if self.labeler is not None else [None] * len(valid)
+        extracted = (
+            self._guarded(self.extractor.extract, valid)
+            if self.extractor is not None
+            else [None] * len(valid)
+        )
+        rate: list[Any] = [None] * len(valid)
+        if self.embedder is not None:
+            names = [e.text for report in extracted if report is not None for e in report.rate]
+            vectors = self._guarded(lambda batch: list(self.embedder.embed(batch)), names) if names else []
+            cursor = 0
+            for k, report in enumerate(extracted):
+                if report is None:
+                    continue
+                chunk = vectors[cursor : cursor + len(report.rate)]
+                cursor += len(report.rate)
+                if all(v is not None for v in chunk):
+                    rate[k] = [(e.rate_type, v) for e, v in zip(report.rate, chunk, strict=True)]
+        per_valid = iter(zip(labels, extracted, rate, strict=True))
+        analyses = []
+        for text in texts:
+            if text is None:  # not a string: nothing can score it
+                analyses.append(Analysis())
+                continue
+            label, report, rate_entities = next(per_valid)
+            graph = report.to_radgraph() if report is not None else None
+            analyses.append(Analysis(labels=label, graph=graph, rate=rate_entities))
+        return analyses
+
+    def _reference_analyses(self, references: Sequence[str]) -> list[Analysis]:
+        missing = list(
+            dict.fromkeys(r for r in references if isinstance(r, str) and r not in self._references)
+        )
+        for text, analysis in zip(missing, self.analyze(missing), strict=True):
+            self._references[text] = analysis
+            while len(self._references) > self._reference_cache_size:
+                self._references.popitem(last=False)
+        return [self._references.get(r, Analysis()) if isinstance(r, str) else Analysis() for r in references]
+
+    # ---------------------------------------------------------------------------------------
+    # Scoring
+    # ---------------------------------------------------------------------------------------
+
+    def _component(self, name: str, hyp: Analysis, ref: Analysis) -> float | None:
+        if name == "chexbert_micro14":
+            return (
+                pair_micro_f1(hyp.labels, ref.labels)
+                if hyp.labels is not None and ref.labels is not None
+                else None
+            )
+        if name == "radgraph_partial":
+            if hyp.graph is None or ref.graph is None:
+                return None
+            return radgraph_f1_pair(hyp.graph, ref.graph, level="partial")
+        if hyp.rate is None or ref.rate is None:
+            return None
+        return ratescore_pair(hyp.rate, ref.rate, version=self.ratescore_version)
+
+    def score(self, hyps: Sequence[str], refs: Sequence[str]) -> list[RewardResult]:
+        """One result per (hyp, ref) pair, with every component's value."""
+        if len(hyps) != len(refs):
+            raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+        hyp_analyses = self.analyze(hyps)
+        ref_analyses = self._reference_analyses(refs)
+        total_weight = sum(self.components.values())
+        results = []
+        for hyp, ref in zip(hyp_analyses, ref_analyses, strict=True):
+            values = {name: self._component(name, hyp, ref) for name in self.components}
+            scored = {name: v for name, v in values.items() if v is not None}
+            self.stats.samples += 1
+            for name, value in values.items():
+                if value is None:
+                    self.stats.failures[name] += 1
+            if not scored:
+                self.stats.unscorable += 1
+                results.append(RewardResult(None, values))
+                continue
+            if len(scored) < len(values):
+                self.stats.partial += 1
+            weight = sum(self.components[name] for name in scored)
+            weighted = sum(self.components[name] * value for name, value in scored.items())
+            total = weighted * (total_weight / weight) if weight > 0 else 0.0
+            results.append(RewardResult(total, values))
+        return results
+
+    def __call__(
+        self,
+        prompts: Sequence[Any] | None = None,
+        completions: Sequence[Any] | None = None,
+        reference: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
+        """TRL reward-function form: the ``reference`` column of the dataset arrives as a keyword
+        argument; conversational completions (lists of messages) are reduced to their text."""
+        if completions is None or reference is None:
+            raise ValueError("the reward needs `completions` and a `reference` column in the dataset")
+        texts = [_completion_text(c) for c in completions]
+        return [result.total for result in self.score(texts, list(reference))]
+
+
+def _completion_text(completion: Any) -> Any:
+    """A completion as text: a string, or the content of the last message of a conversation."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content")
+        if isinstance(content, list):  # [{"type": "text", "text": ...}]
+            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return content
+    return None

@@ -1,0 +1,150 @@
+"""The composite reward: hand-checked values, None policy, reference cache, TRL call form."""
+
+from __future__ import annotations
+
+import pytest
+
+from editgrpo.annotators.chexpert_rules import RuleLabeler
+from editgrpo.annotators.embeddings import build_embedder
+from editgrpo.annotators.entities import LexiconEntityExtractor
+from editgrpo.config import (
+    EMBEDDER_NAMES,
+    ENTITY_NAMES,
+    LABELER_NAMES,
+    RATESCORE_VERSION_NAMES,
+    REWARD_COMPONENTS,
+    RewardConfig,
+)
+from editgrpo.metrics.chexbert_f1 import pair_micro_f1
+from editgrpo.metrics.radgraph_f1 import radgraph_f1_pair
+from editgrpo.metrics.ratescore import RATESCORE_VERSIONS, ratescore_pair
+from editgrpo.rewards.composite import CompositeReward
+
+REF = "Mild cardiomegaly. Small left pleural effusion. No pneumothorax."
+
+
+@pytest.fixture(scope="module")
+def reward() -> CompositeReward:
+    return CompositeReward()
+
+
+def test_config_names_match_the_registries() -> None:
+    from editgrpo.annotators.chexpert import LABELER_BACKENDS
+    from editgrpo.annotators.embeddings import EMBEDDING_BACKENDS
+    from editgrpo.annotators.entities import ENTITY_BACKENDS
+
+    assert set(REWARD_COMPONENTS) == set(CompositeReward.COMPONENTS)
+    assert set(LABELER_NAMES) == set(LABELER_BACKENDS)
+    assert set(ENTITY_NAMES) == set(ENTITY_BACKENDS)
+    assert set(EMBEDDER_NAMES) == set(EMBEDDING_BACKENDS)
+    assert set(RATESCORE_VERSION_NAMES) == set(RATESCORE_VERSIONS)
+
+
+def test_components_equal_the_metrics_on_the_annotations(reward: CompositeReward) -> None:
+    hyp = "Mild cardiomegaly. No pleural effusion."
+    (result,) = reward.score([hyp], [REF])
+    labeler, extractor, embedder = RuleLabeler(), LexiconEntityExtractor(), build_embedder("lexical")
+    h, r = extractor.extract_one(hyp), extractor.extract_one(REF)
+
+    def rate(report):
+        return [
+            (e.rate_type, v)
+            for e, v in zip(report.rate, embedder.embed([e.text for e in report.rate]), strict=True)
+        ]
+
+    expected = {
+        "chexbert_micro14": pair_micro_f1(labeler.label_one(hyp), labeler.label_one(REF)),
+        "radgraph_partial": radgraph_f1_pair(h.to_radgraph(), r.to_radgraph(), level="partial"),
+        "ratescore": ratescore_pair(rate(h), rate(r), version="0.5"),
+    }
+    assert result.components == pytest.approx(expected)
+    assert result.total == pytest.approx(sum(expected.values()))
+    # Hand check of one component: hyp labels {Cardiomegaly} vs ref {Cardiomegaly, Pleural Effusion}
+    # -> micro-F1 = 2*1 / (2*1 + 0 + 1) = 2/3.
+    assert result.components["chexbert_micro14"] == pytest.approx(2 / 3)
+
+
+def test_identical_report_scores_three_and_worse_reports_score_less(reward: CompositeReward) -> None:
+    same, wrong = reward.score([REF, "No cardiomegaly. No effusion. Large pneumothorax."], [REF, REF])
+    assert same.total == pytest.approx(3.0)
+    assert wrong.total < same.total - 1.0
+
+
+def test_weights_and_subsets() -> None:
+    only = CompositeReward({"chexbert_micro14": 2.0})
+    assert only.extractor is None and only.embedder is None  # unused annotators are not built
+    (result,) = only.score(["Mild cardiomegaly."], [REF])
+    assert result.components == {"chexbert_micro14": pytest.approx(2 / 3)}
+    assert result.total == pytest.approx(4 / 3)
+    with pytest.raises(ValueError, match="valid: radgraph_partial, chexbert_micro14, ratescore"):
+        CompositeReward({"bleu": 1.0})
+    with pytest.raises(ValueError, match="non-negative"):
+        CompositeReward({"ratescore": -1.0})
+
+
+def test_unscorable_samples_are_none_and_counted() -> None:
+    reward = CompositeReward()
+    results = reward.score([None, "Mild cardiomegaly."], [REF, None])  # type: ignore[list-item]
+    assert [r.total for r in results] == [None, None]
+    assert all(v is None for r in results for v in r.components.values())
+    assert reward.stats.unscorable == 2 and reward.stats.samples == 2
+    assert reward.stats.failures["ratescore"] == 2
+
+
+def test_partial_scores_are_rescaled_to_the_full_range() -> None:
+    class UnavailableEmbedder:
+        """An Embedder (the protocol) whose model is down: every call raises."""
+
+        name, dim = "unavailable", 8
+
+        def embed(self, texts):
+            raise RuntimeError("embedding model unavailable")
+
+    reward = CompositeReward()
+    reward.embedder = UnavailableEmbedder()
+    (result,) = reward.score([REF], [REF])
+    assert result.components["ratescore"] is None
+    assert (
+        result.components["chexbert_micro14"] == result.components["radgraph_partial"] == pytest.approx(1.0)
+    )
+    assert result.total == pytest.approx(3.0)  # (1 + 1) * 3/2
+    assert reward.stats.partial == 1
+
+
+def test_references_are_analysed_once(reward: CompositeReward) -> None:
+    calls = []
+    original = reward.analyze
+
+    def counting(texts):
+        calls.append(list(texts))
+        return original(texts)
+
+    reward.analyze = counting
+    try:
+        reward.score(["a", "b", "c", "d"], ["Ref one.", "Ref one.", "Ref one.", "Ref two."])
+        reward.score(["e"], ["Ref one."])
+    finally:
+        del reward.analyze
+    reference_batches = [batch for batch in calls if batch and batch[0].startswith("Ref")]
+    assert reference_batches == [["Ref one.", "Ref two."]]
+
+
+def test_trl_call_form(reward: CompositeReward) -> None:
+    conversational = [
+        [{"role": "assistant", "content": REF}],
+        [{"role": "assistant", "content": [{"type": "text", "text": REF}]}],
+    ]
+    assert reward(
+        prompts=["p", "p"], completions=conversational, reference=[REF, REF], completion_ids=None
+    ) == [
+        pytest.approx(3.0),
+        pytest.approx(3.0),
+    ]
+    assert reward.__name__ == "editgrpo_radgraph_partial_plus_chexbert_micro14_plus_ratescore"
+    with pytest.raises(ValueError, match="reference"):
+        reward(prompts=["p"], completions=["x"])
+
+
+def test_from_config() -> None:
+    reward = CompositeReward.from_config(RewardConfig(components={"ratescore": 1.0}, ratescore_version="0.6"))
+    assert reward.ratescore_version == "0.6" and reward.labeler is None
