@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from editgrpo.annotators.batching import padded_batches
 from editgrpo.errors import UserError
 from editgrpo.text.observations import CHEXPERT_14
 
@@ -152,19 +153,10 @@ class CheXbertLabeler:
             return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
-        # Longest first, so each batch pads to similar lengths; results go back to input order.
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         out: list[list[int]] = [[] for _ in texts]
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                width = max(len(encoded[i]) for i in rows)
-                ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
-                for r, i in enumerate(rows):
-                    ids[r, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
-                    mask[r, : len(encoded[i])] = 1
+            for rows, ids, mask in padded_batches(encoded, self.batch_size, pad_id):
                 logits = forward(self.model, ids.to(self.device), mask.to(self.device))
                 # 14 x (B, classes) -> (B, 14) argmax indices
                 classes = torch.stack([head.argmax(dim=-1) for head in logits], dim=1).cpu().tolist()

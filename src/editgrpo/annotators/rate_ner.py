@@ -48,6 +48,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from editgrpo.annotators.batching import padded_batches
 from editgrpo.annotators.entity_types import RATE_TYPES, RateEntity
 from editgrpo.errors import UserError
 from editgrpo.text.sentences import Sentence, split_sentences
@@ -252,19 +253,10 @@ class RateNER:
         """Argmax class per token of each sentence (unpadded lengths), in input order."""
         import torch
 
-        # Longest first, so each batch pads to similar lengths; results go back to input order.
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         out: list[list[int]] = [[] for _ in encoded]
         with torch.inference_mode():
-            for begin in range(0, len(order), self.batch_size):
-                rows = order[begin : begin + self.batch_size]
-                width = max(len(encoded[i]) for i in rows)
-                ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
-                for row, i in enumerate(rows):
-                    ids[row, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
-                    mask[row, : len(encoded[i])] = 1
+            for rows, ids, mask in padded_batches(encoded, self.batch_size, pad_id):
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
                 classes = logits.argmax(dim=-1).cpu().tolist()  # (B, T, C) -> (B, T)
                 for row, i in enumerate(rows):
