@@ -1,0 +1,497 @@
+"""Edit rules: a rollout's and its reference's analyses -> an ``EditPlan`` (EDITGRPO.md section 3).
+
+Pure: ``plan_edits(rollout, reference, rule, tau, max_ops, rng)`` reads two
+``annotators.analysis.TextAnalysis`` objects and returns at most ``max_ops`` sentence operations:
+
+- ``replace(i, j)``: rollout sentence x_i becomes reference sentence y_j;
+- ``delete(i)``: x_i is removed;
+- ``append(j)``: y_j is added after the last sentence.
+
+Each op records the rule letter that fired (``a``..``e``, the letters of section 3; the ``release``
+and ``radgraph`` rules reuse the letter of the paper rule they correspond to: b replace, c delete,
+d append, a contradiction) and why, in words.
+
+Definitions (``paper``): a rollout entity is *supported* when some reference entity has
+cos >= tau and the same presence (both present or both NON-*); otherwise it is *spurious*. A
+*contradiction* is a spurious rollout entity with a reference entity of cos >= tau and the opposite
+presence (restricting (a) to unsupported entities keeps a rollout equal to its reference unedited
+when the reference itself states a finding both ways, e.g. "no left effusion ... right effusion").
+A reference entity is *missing* when no entity now in the text (live rollout sentences and inserted
+reference sentences) supports it.
+
+Several ops (``max_ops > 1``) apply the rules again on the planned text *without re-analysing*: the
+original entities and vectors are reused; a replaced or deleted rollout sentence stops counting (its
+entities are gone and it is never edited again); an inserted reference sentence counts as part of
+the text (its entities support missing reference entities, it is never edited again and never
+inserted twice); a reference sentence whose text equals a live rollout sentence is already in the
+text and is not inserted. Planning stops early when no rule applies (rule e).
+
+Which sentence (c) deletes: section 3 says only "a sentence that still carries spurious entities";
+here the candidates are the sentences with the largest share of spurious entities among their
+entities (a sentence with one unmatched word beside supported findings is more likely a paraphrase
+than a hallucination; on SynthCXR this cut the edits that lower label correctness from 2.6% to
+0.6%, ``benchmarks/edit_effect.py``).
+
+Choices among equals (conflicts, candidate sentences, tied best scores) are uniform draws from
+``rng`` over candidates in index order, so a seeded generator gives the same plan every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from editgrpo.annotators.analysis import TextAnalysis
+
+OP_KINDS: tuple[str, ...] = ("replace", "delete", "append")
+
+
+@dataclass(frozen=True)
+class EditOp:
+    """One sentence operation; ``rollout`` / ``reference`` are sentence indices (None when unused)."""
+
+    kind: str
+    rollout: int | None
+    reference: int | None
+    rule: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in OP_KINDS:
+            raise ValueError(f"unknown edit op {self.kind!r}; valid: {', '.join(OP_KINDS)}")
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """The ops of one rollout, in the order they apply; empty when no rule applies."""
+
+    rule: str
+    ops: tuple[EditOp, ...] = field(default_factory=tuple)
+
+    @property
+    def empty(self) -> bool:
+        return not self.ops
+
+
+# --------------------------------------------------------------------------------------------
+# Release rule constants
+# --------------------------------------------------------------------------------------------
+
+# RaTEScore's LONG affinity matrix and the 0.5.0 neg_weight (metrics/ratescore.py LONG,
+# RATESCORE_VERSIONS["0.5"], NEG_PAIRS), as the authors' release weighs its false-positive test.
+# Copied because `edits` may not import `metrics` (ARCHITECTURE.md layers);
+# tests/unit/edits/test_plan.py checks that the two copies agree.
+RATE_TYPE_ORDER: tuple[str, ...] = ("abnormality", "non-abnormality", "disease", "non-disease", "anatomy")
+RELEASE_AFFINITY = np.array(
+    [
+        # row: type of the rollout entity; column: type of the reference entity (RATE_TYPE_ORDER)
+        [
+            0.4276119164393705,
+            0.5431049700217344,
+            0.0034478181112993847,
+            0.27005425386213877,
+            0.6240929990607657,
+        ],
+        [
+            0.16546764653692908,
+            0.0009357166071730684,
+            0.719397354576018,
+            0.0927333564267591,
+            0.018670610691852826,
+        ],
+        [0.8396510075734789, 0.9820689020512646, 0.8460555030578727, 0.3789136708096537, 0.9950209388542061],
+        [
+            0.7759420231214385,
+            0.03860183811876373,
+            0.10073046076318157,
+            0.34065681486566446,
+            0.1839139293714062,
+        ],
+        [
+            0.7487824274337533,
+            0.02097055139911715,
+            0.4592143222158069,
+            0.00013736314126696204,
+            0.2856134859160784,
+        ],
+    ]
+)
+RELEASE_NEG_WEIGHT = 0.3612
+# Present-vs-absent pairs of the same kind (ratescore utils.compute's neg_class, both orders).
+_NEG_PAIRS = {
+    ("non-disease", "disease"),
+    ("non-abnormality", "abnormality"),
+    ("disease", "non-disease"),
+    ("abnormality", "non-abnormality"),
+    ("non-disease", "abnormality"),
+    ("non-abnormality", "disease"),
+    ("disease", "non-abnormality"),
+    ("abnormality", "non-disease"),
+}
+_TYPE_INDEX = {name: k for k, name in enumerate(RATE_TYPE_ORDER)}
+RELEASE_PENALTY = np.array(
+    [[RELEASE_NEG_WEIGHT if (r, c) in _NEG_PAIRS else 1.0 for c in RATE_TYPE_ORDER] for r in RATE_TYPE_ORDER]
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared state of one planning run
+# --------------------------------------------------------------------------------------------
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+class _State:
+    """Which rollout sentences are still the policy's and which reference sentences are in the text."""
+
+    def __init__(self, rollout: TextAnalysis, reference: TextAnalysis) -> None:
+        self.rollout_texts = [_norm(s.text) for s in rollout.sentences]
+        self.reference_texts = [_norm(s.text) for s in reference.sentences]
+        self.live = [True] * len(rollout.sentences)
+        self.inserted: set[int] = set()
+        self.ops: list[EditOp] = []
+
+    def available(self, j: int, replacing: int | None = None) -> bool:
+        """Can y_j enter the text (its text not inserted yet, not equal to a live rollout sentence
+        other than the one it replaces)?"""
+        text = self.reference_texts[j]
+        if j in self.inserted or any(self.reference_texts[k] == text for k in self.inserted):
+            return False
+        return not any(
+            live and k != replacing and self.rollout_texts[k] == text for k, live in enumerate(self.live)
+        )
+
+    def replace(self, i: int, j: int, rule: str, reason: str) -> None:
+        self.live[i] = False
+        self.inserted.add(j)
+        self.ops.append(EditOp("replace", i, j, rule, reason))
+
+    def delete(self, i: int, rule: str, reason: str) -> None:
+        self.live[i] = False
+        self.ops.append(EditOp("delete", i, None, rule, reason))
+
+    def append(self, j: int, rule: str, reason: str) -> None:
+        self.inserted.add(j)
+        self.ops.append(EditOp("append", None, j, rule, reason))
+
+    def empty_fallback(self, rng: np.random.Generator) -> bool:
+        """Rule (e) for an empty rollout: one reference sentence when no missing entity chose one."""
+        if self.rollout_texts or self.inserted:
+            return False
+        candidates = [j for j in range(len(self.reference_texts)) if self.available(j)]
+        if not candidates:
+            return False
+        self.append(_pick(rng, candidates), "e", "empty rollout receives a reference sentence")
+        return True
+
+
+def _pick(rng: np.random.Generator, candidates: list):
+    """A uniform draw among ``candidates`` (already in a deterministic order)."""
+    return candidates[int(rng.integers(len(candidates)))] if len(candidates) > 1 else candidates[0]
+
+
+class _Entities:
+    """Arrays of one analysis: unit vectors (E, D), presence (E,), sentence index (E,), type (E,)."""
+
+    def __init__(self, analysis: TextAnalysis, dim: int) -> None:
+        entities = analysis.entities
+        self.n = len(entities)
+        if self.n:
+            vectors = np.stack([np.asarray(e.vector, dtype=np.float64).reshape(-1) for e in entities])
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # (E, 1)
+            self.vectors = vectors / np.maximum(norms, 1e-12)  # (E, D)
+        else:
+            self.vectors = np.zeros((0, dim))
+        self.present = np.array([e.present for e in entities], dtype=bool)  # (E,)
+        self.sentence = np.array([e.sentence for e in entities], dtype=np.int64)  # (E,)
+        self.types = np.array([_TYPE_INDEX.get(e.rate_type.lower(), -1) for e in entities], dtype=np.int64)
+
+
+def _prepare(rollout: TextAnalysis, reference: TextAnalysis) -> tuple[_Entities, _Entities, np.ndarray]:
+    """Entity arrays of both sides and cosines (A, B): A rollout entities, B reference entities."""
+    dims = {np.asarray(e.vector).size for e in (*rollout.entities, *reference.entities)}
+    if len(dims) > 1:
+        raise ValueError(f"entity vectors differ in size: {sorted(dims)}")
+    dim = dims.pop() if dims else 0
+    x, y = _Entities(rollout, dim), _Entities(reference, dim)
+    cosines = x.vectors @ y.vectors.T  # (A, B)
+    return x, y, cosines
+
+
+# --------------------------------------------------------------------------------------------
+# paper
+# --------------------------------------------------------------------------------------------
+
+
+def _plan_paper(
+    rollout: TextAnalysis,
+    reference: TextAnalysis,
+    tau: float,
+    max_ops: int,
+    rng: np.random.Generator,
+    contradiction_tau: float | None = None,
+    anatomy_false_positives: bool = True,
+) -> list[EditOp]:
+    state = _State(rollout, reference)
+    x, y, cos = _prepare(rollout, reference)  # cos (A, B)
+    high = cos >= tau  # (A, B)
+    same = x.present[:, None] == y.present[None, :]  # (A, B)
+    supported = (high & same).any(axis=1) if y.n else np.zeros(x.n, dtype=bool)  # (A,)
+    very_high = cos >= (tau if contradiction_tau is None else contradiction_tau)  # (A, B)
+    can_be_spurious = np.full(x.n, anatomy_false_positives) | (x.types != _TYPE_INDEX["anatomy"])  # (A,)
+    contradicts = very_high & ~same & ~supported[:, None]  # (A, B)
+    yy = y.vectors @ y.vectors.T  # (B, B)
+    supports_yy = (yy >= tau) & (y.present[:, None] == y.present[None, :])  # (B, B) y_k supports y_l
+    supports_xy = high & same  # (A, B)
+    n_ref = len(reference.sentences)
+    # best[e, j] = max over entities e' of y_j of cos(e, e'); -inf where y_j has no entity.
+    best = np.full((x.n, n_ref), -np.inf)  # (A, S_y)
+    for j in range(n_ref):
+        members = y.sentence == j
+        if members.any():
+            best[:, j] = cos[:, members].max(axis=1)
+
+    while len(state.ops) < max_ops:
+        live_x = np.array([state.live[s] for s in x.sentence], dtype=bool)  # (A,)
+        # (a) contradiction: (x_i, y_j) sentence pairs holding a conflicting entity pair.
+        pairs = sorted(
+            {
+                (int(x.sentence[a]), int(y.sentence[b]))
+                for a, b in zip(*np.nonzero(contradicts & live_x[:, None]), strict=True)
+            }
+        )
+        pairs = [(i, j) for i, j in pairs if state.available(j, replacing=i)]
+        if pairs:
+            i, j = _pick(rng, pairs)
+            state.replace(i, j, "a", "contradiction: an entity of x_i has the opposite presence in y_j")
+            continue
+        spurious = live_x & ~supported & can_be_spurious  # (A,)
+        fp_sentences = sorted({int(s) for s in x.sentence[spurious]})
+        # (b) false-positive replacement: mean over E_fp of the best cosine in y_j.
+        replacements = []
+        for i in fp_sentences:
+            rows = spurious & (x.sentence == i)
+            scores = best[rows].mean(axis=0)  # (S_y,)
+            allowed = [j for j in range(n_ref) if np.isfinite(scores[j]) and state.available(j, replacing=i)]
+            if not allowed:
+                continue
+            top = max(scores[j] for j in allowed)
+            if top >= tau:
+                replacements.append((i, [j for j in allowed if scores[j] == top], float(top)))
+        if replacements:
+            i, choices, top = _pick(rng, replacements)
+            state.replace(
+                i, _pick(rng, choices), "b", f"false positives of x_i best matched by y_j ({top:.3f})"
+            )
+            continue
+        # (c) false-positive deletion.
+        if fp_sentences:
+            # The sentences whose entities are most often spurious go first (a sentence with one
+            # unmatched word among supported findings is the likelier paraphrase); ties uniform.
+            share = {
+                i: spurious[x.sentence == i].sum() / (live_x & (x.sentence == i)).sum() for i in fp_sentences
+            }
+            top = max(share.values())
+            i = _pick(rng, [i for i in fp_sentences if share[i] == top])
+            state.delete(i, "c", "x_i carries false positives no reference sentence matches")
+            continue
+        # (d) false-negative augmentation: a reference sentence holding a missing entity.
+        inserted_y = np.isin(y.sentence, sorted(state.inserted))  # (B,)
+        covered = (supports_xy & live_x[:, None]).any(axis=0) | (supports_yy & inserted_y[:, None]).any(
+            axis=0
+        )
+        missing = ~covered  # (B,)
+        candidates = sorted({int(j) for j in y.sentence[missing] if state.available(int(j))})
+        if candidates:
+            state.append(_pick(rng, candidates), "d", "y_j holds a reference entity missing from the rollout")
+            continue
+        # (e) termination; an empty rollout still receives one sentence.
+        if not state.empty_fallback(rng):
+            break
+    return state.ops
+
+
+# --------------------------------------------------------------------------------------------
+# release
+# --------------------------------------------------------------------------------------------
+
+
+def _plan_release(
+    rollout: TextAnalysis,
+    reference: TextAnalysis,
+    tau: float,
+    max_ops: int,
+    rng: np.random.Generator,
+    contradiction_tau: float | None = None,
+    anatomy_false_positives: bool = True,
+) -> list[EditOp]:
+    """The authors' release: false positive when max_b cos * affinity (* 0.3612 for a
+    present/absent pair) < tau (0.6 there); order replace -> delete -> add; no rule (a), so
+    ``contradiction_tau`` and ``anatomy_false_positives`` are unused. Missing entities (add) use the
+    plain definition of ``paper``."""
+    del contradiction_tau, anatomy_false_positives
+    state = _State(rollout, reference)
+    x, y, cos = _prepare(rollout, reference)  # cos (A, B)
+    known = (x.types >= 0)[:, None] & (y.types >= 0)[None, :]  # (A, B)
+    weight = np.where(
+        known,
+        RELEASE_AFFINITY[x.types[:, None], y.types[None, :]]
+        * RELEASE_PENALTY[x.types[:, None], y.types[None, :]],
+        0.0,
+    )  # (A, B)
+    weighted = (cos * weight).max(axis=1) if y.n else np.full(x.n, -np.inf)  # (A,)
+    false_positive = weighted < tau  # (A,)
+    same = x.present[:, None] == y.present[None, :]
+    supports_xy = (cos >= tau) & same  # (A, B)
+    yy = y.vectors @ y.vectors.T
+    supports_yy = (yy >= tau) & (y.present[:, None] == y.present[None, :])  # (B, B)
+
+    while len(state.ops) < max_ops:
+        live_x = np.array([state.live[s] for s in x.sentence], dtype=bool)  # (A,)
+        triggers = [int(a) for a in np.nonzero(live_x & false_positive)[0]]
+        # replace: the triggering entity against raw reference entities (plain cosine).
+        replacements = []
+        for a in triggers:
+            i = int(x.sentence[a])
+            allowed = [b for b in range(y.n) if state.available(int(y.sentence[b]), replacing=i)]
+            if not allowed:
+                continue
+            top = max(cos[a, b] for b in allowed)
+            if top >= tau:
+                targets = sorted({int(y.sentence[b]) for b in allowed if cos[a, b] == top})
+                replacements.append((i, targets, float(top)))
+        if replacements:
+            i, targets, top = _pick(rng, replacements)
+            state.replace(i, _pick(rng, targets), "b", f"affinity false positive; raw best match {top:.3f}")
+            continue
+        if triggers:
+            i = int(x.sentence[_pick(rng, triggers)])
+            state.delete(i, "c", "affinity false positive with no raw match >= tau")
+            continue
+        inserted_y = np.isin(y.sentence, sorted(state.inserted))
+        covered = (supports_xy & live_x[:, None]).any(axis=0) | (supports_yy & inserted_y[:, None]).any(
+            axis=0
+        )
+        candidates = sorted({int(j) for j in y.sentence[~covered] if state.available(int(j))})
+        if candidates:
+            state.append(_pick(rng, candidates), "d", "y_j holds a reference entity missing from the rollout")
+            continue
+        if not state.empty_fallback(rng):
+            break
+    return state.ops
+
+
+# --------------------------------------------------------------------------------------------
+# radgraph
+# --------------------------------------------------------------------------------------------
+
+_DEFINITE = {"OBS-DP": "OBS-DA", "OBS-DA": "OBS-DP"}  # label -> its opposite
+
+
+def _plan_radgraph(
+    rollout: TextAnalysis,
+    reference: TextAnalysis,
+    tau: float,
+    max_ops: int,
+    rng: np.random.Generator,
+    contradiction_tau: float | None = None,
+    anatomy_false_positives: bool = True,
+) -> list[EditOp]:
+    """RadGraph-entity ablation: definitely-present (OBS-DP) and definitely-absent (OBS-DA)
+    observations matched by exact lower-cased tokens (ANAT-DP and OBS-U entities are not used);
+    the cosine options are unused. An entity is supported by the same (tokens, label) in the
+    reference. (a) contradiction: an unsupported entity whose tokens the reference states with the
+    opposite label -> replace; (b) a sentence with an unsupported entity -> replace by a reference
+    sentence holding an OBS-DP entity missing from the text; (c) else delete it; (d) append a
+    reference sentence holding a missing (tokens, label)."""
+    del tau, contradiction_tau, anatomy_false_positives
+    state = _State(rollout, reference)
+    xs = [(g.tokens.lower(), g.label, g.sentence) for g in rollout.graph if g.label in _DEFINITE]
+    ys = [(g.tokens.lower(), g.label, g.sentence) for g in reference.graph if g.label in _DEFINITE]
+    ref_keys = {(t, label) for t, label, _ in ys}
+
+    while len(state.ops) < max_ops:
+        live = [(t, label, s) for t, label, s in xs if state.live[s]]
+        unsupported = [(t, label, s) for t, label, s in live if (t, label) not in ref_keys]
+        pairs = sorted(
+            {
+                (s, j)
+                for t, label, s in unsupported
+                for t2, label2, j in ys
+                if t2 == t and label2 == _DEFINITE[label] and state.available(j, replacing=s)
+            }
+        )
+        if pairs:
+            i, j = _pick(rng, pairs)
+            state.replace(i, j, "a", "contradiction: same tokens, opposite presence")
+            continue
+        now = {(t, label) for t, label, _ in live} | {(t, label) for t, label, j in ys if j in state.inserted}
+        missing = [(t, label, j) for t, label, j in ys if (t, label) not in now]
+        fp_sentences = sorted({s for _, _, s in unsupported})
+        if fp_sentences:
+            present_missing = sorted({j for _, label, j in missing if label == "OBS-DP"})
+            pairs = [(i, j) for i in fp_sentences for j in present_missing if state.available(j, replacing=i)]
+            if pairs:
+                i, j = _pick(rng, pairs)
+                state.replace(
+                    i, j, "b", "false positive replaced by a sentence with a missing present entity"
+                )
+            else:
+                state.delete(_pick(rng, fp_sentences), "c", "false positive with no replacement")
+            continue
+        candidates = sorted({j for _, _, j in missing if state.available(j)})
+        if candidates:
+            state.append(_pick(rng, candidates), "d", "y_j holds a reference entity missing from the rollout")
+            continue
+        if not state.empty_fallback(rng):
+            break
+    return state.ops
+
+
+# --------------------------------------------------------------------------------------------
+# Registry and entry point
+# --------------------------------------------------------------------------------------------
+
+Planner = Callable[..., list[EditOp]]
+EDIT_RULES: dict[str, Planner] = {"paper": _plan_paper, "release": _plan_release, "radgraph": _plan_radgraph}
+
+
+def plan_edits(
+    rollout: TextAnalysis,
+    reference: TextAnalysis,
+    rule: str = "paper",
+    tau: float = 0.6,
+    max_ops: int = 1,
+    rng: np.random.Generator | None = None,
+    contradiction_tau: float | None = None,
+    anatomy_false_positives: bool = True,
+) -> EditPlan:
+    """At most ``max_ops`` sentence ops that move ``rollout`` towards ``reference`` (module
+    docstring). ``rng`` draws the choices among equals (default: ``default_rng(0)``).
+
+    ``contradiction_tau`` (``paper`` only; default ``tau``): the cosine rule (a) calls "high
+    similarity". With the default, rule (b) can never fire: a spurious entity whose mean best cosine
+    in y_j reaches tau has a match >= tau there, which has the opposite presence (else the entity
+    would be supported), so (a) already applies to the same (x_i, y_j). A higher value hands the
+    medium-similarity conflicts to (b), which picks the best-scoring y_j instead of a uniform one.
+
+    ``anatomy_false_positives`` (``paper`` only; default True, section 3 as written): whether an
+    unsupported ANATOMY entity makes its sentence a false positive. ANATOMY entities state no
+    finding, so with a surface-level embedder a paraphrase ("stomach" for "below the diaphragm")
+    gets a correct sentence deleted; False keeps anatomy out of (b) and (c) (it still counts as
+    missing for (d))."""
+    if rule not in EDIT_RULES:
+        raise ValueError(f"unknown edit rule {rule!r}; valid: {', '.join(EDIT_RULES)}")
+    if max_ops < 0:
+        raise ValueError(f"max_ops must be >= 0, got {max_ops}")
+    if not -1.0 <= tau <= 1.0:
+        raise ValueError(f"tau is a cosine threshold in [-1, 1], got {tau}")
+    generator = rng if rng is not None else np.random.default_rng(0)
+    ops = EDIT_RULES[rule](
+        rollout, reference, tau, max_ops, generator, contradiction_tau, anatomy_false_positives
+    )
+    return EditPlan(rule=rule, ops=tuple(ops))

@@ -1,0 +1,40 @@
+"""Edited rollouts -> per-token masks (EDITGRPO.md section 4, ``edit.token_treatment``).
+
+``inserted_token_mask(tokenizer, text, spans)`` tells, for each token of ``text`` as the fast
+tokenizer encodes it (no special tokens), whether the token was inserted from the reference.
+Character spans come from ``edits.apply.EditedText.spans``: ``(start, end, source)`` with source
+``"policy"`` or ``"reference"``.
+
+Rule: a token is *inserted* when any character it covers came from the reference. Token and
+character boundaries disagree in byte-level BPE (Qwen2's tokenizer): a token may hold a space and
+the next word (" Small"), or only some bytes of one character (an emoji split into several
+tokens). Offsets come from the fast tokenizer's ``return_offsets_mapping``, which maps a token to
+the characters its bytes belong to, so a partial-character token covers its whole character; a
+token straddling a policy/reference boundary counts as inserted (the policy did not write it as
+it stands, so it is not an on-policy sample). A token with an empty offset range (possible for
+tokens the normaliser produced) takes the source of the character at its offset.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from typing import Any
+
+
+def inserted_token_mask(tokenizer: Any, text: str, spans: Sequence[tuple[int, int, str]]) -> list[bool]:
+    """One bool per token of ``tokenizer(text, add_special_tokens=False)``: True when the token
+    covers a character from a ``"reference"`` span (module docstring)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("inserted_token_mask needs a fast tokenizer (return_offsets_mapping)")
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    inserted = sorted((start, end) for start, end, source in spans if source == "reference" and end > start)
+    starts = [start for start, _ in inserted]
+
+    def overlaps(start: int, end: int) -> bool:
+        if end <= start:  # empty offsets: the character at `start`
+            end = start + 1
+        k = bisect.bisect_right(starts, end - 1) - 1  # last inserted span starting before `end`
+        return k >= 0 and inserted[k][1] > start
+
+    return [overlaps(int(start), int(end)) for start, end in encoded["offset_mapping"]]
