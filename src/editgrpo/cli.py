@@ -207,6 +207,19 @@ def _label_inputs(path: str, field: str | None) -> list[tuple[object, str]]:
     return items
 
 
+def _serve_rewards(args: argparse.Namespace) -> int:
+    from editgrpo.config import load_config
+    from editgrpo.rewards.server import ServerLimits, serve
+
+    # stage="rl": the reward section belongs to the rl stage; a recipe without `stage:` (just a
+    # `reward:` section) loads as an rl config with the other sections at their defaults.
+    config = load_config(args.config, args.overrides, stage="rl")
+    if args.max_batch_pairs < 1:
+        raise UserError(f"--max-batch-pairs {args.max_batch_pairs}: must be >= 1")
+    limits = ServerLimits(max_batch_pairs=args.max_batch_pairs)
+    return serve(config.reward, host=args.host, port=args.port, token=args.token, limits=limits)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="editgrpo",
@@ -283,6 +296,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", default="s", help="tiny model size")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    rewards = sub.add_parser(
+        "serve-rewards",
+        help="serve the composite reward over HTTP (batched; loopback unless given a token)",
+        description="Build the reward of a recipe's `reward:` section once and serve POST /v1/score, "
+        "POST /v1/analyze, GET /healthz and GET /metrics (editgrpo.rewards.server). Binds 127.0.0.1 unless "
+        "--host says otherwise; a non-loopback host needs a bearer token (--token, or better the "
+        "environment variable named by reward.server_token_env, default EDITGRPO_REWARD_TOKEN).",
+    )
+    rewards.add_argument(
+        "--config",
+        help="recipe: an rl recipe, or a YAML file with just a `reward:` section (default: offline backends)",
+    )
+    rewards.add_argument("overrides", nargs="*", help="dotted overrides, e.g. reward.embedder=lexical")
+    rewards.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    rewards.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port (default: reward.server_url's port, else 8765; 0 = any free)",
+    )
+    rewards.add_argument(
+        "--token", default=None, help="bearer token (visible in `ps`: prefer the env variable)"
+    )
+    rewards.add_argument(
+        "--max-batch-pairs", type=int, default=512, help="most pairs merged into one model call"
+    )
+    rewards.set_defaults(func=_serve_rewards)
     return parser
 
 
