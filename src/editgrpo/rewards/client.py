@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from editgrpo.rewards.composite import CompositeReward, RewardResult, RewardStats, _completion_text
+from editgrpo.rewards.composite import CompositeReward, RewardResult, RewardStats, completion_text
 from editgrpo.text.sentences import Sentence
 
 
@@ -239,7 +239,7 @@ class RewardClient:
         """TRL reward-function form, as ``CompositeReward.__call__``."""
         if completions is None or reference is None:
             raise ValueError("the reward needs `completions` and a `reference` column in the dataset")
-        texts = [_completion_text(c) for c in completions]
+        texts = [completion_text(c) for c in completions]
         return [result.total for result in self.score(texts, list(reference))]
 
     # the rest of the API ---------------------------------------------------------------------------------

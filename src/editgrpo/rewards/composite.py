@@ -246,11 +246,11 @@ class CompositeReward:
         argument; conversational completions (lists of messages) are reduced to their text."""
         if completions is None or reference is None:
             raise ValueError("the reward needs `completions` and a `reference` column in the dataset")
-        texts = [_completion_text(c) for c in completions]
+        texts = [completion_text(c) for c in completions]
         return [result.total for result in self.score(texts, list(reference))]
 
 
-def _completion_text(completion: Any) -> Any:
+def completion_text(completion: Any) -> Any:
     """A completion as text: a string, or the content of the last message of a conversation."""
     if isinstance(completion, str):
         return completion
