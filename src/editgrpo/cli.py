@@ -207,6 +207,28 @@ def _label_inputs(path: str, field: str | None) -> list[tuple[object, str]]:
     return items
 
 
+def _sft(args: argparse.Namespace) -> int:
+    from editgrpo.config import load_config
+    from editgrpo.training.sft import run_sft
+
+    result = run_sft(load_config(args.recipe, args.overrides, stage="sft"))
+    print(
+        json.dumps(
+            {
+                "output_dir": result.output_dir,
+                "final_checkpoint": result.final_checkpoint,
+                "checkpoints": result.checkpoints,
+                "global_step": result.global_step,
+                "train_loss": result.train_loss,
+                "train_examples": result.train_examples,
+                "eval_examples": result.eval_examples,
+                "skipped_without_target": len(result.skipped),
+            }
+        )
+    )
+    return 0
+
+
 def _serve_rewards(args: argparse.Namespace) -> int:
     from editgrpo.config import load_config
     from editgrpo.rewards.server import ServerLimits, serve
@@ -296,6 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", default="s", help="tiny model size")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    sft = sub.add_parser(
+        "sft",
+        help="supervised fine-tuning on the target section (answer-only loss)",
+        description="Run an `sft` recipe: TRL SFTTrainer on a manifest's studies (images + prompt -> target "
+        "section), a checkpoint per epoch and `final/`, the resolved config next to them.",
+    )
+    sft.add_argument("recipe", help="YAML recipe with `stage: sft`")
+    sft.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. max_steps=2 data.max_train_samples=8"
+    )
+    sft.set_defaults(func=_sft)
 
     rewards = sub.add_parser(
         "serve-rewards",

@@ -383,10 +383,15 @@ class SFTConfig(Section):
     max_length: int = 2048
     logging_steps: int = 10
     save_steps: int = 500
+    # EDITGRPO.md section 1: RL starts from the checkpoint one epoch before SFT converges, so every
+    # epoch is kept (false: every save_steps optimizer steps).
+    save_each_epoch: bool = True
+    gradient_checkpointing: bool = True
     use_cpu: bool = False
 
     def problems(self) -> list[Problem]:
         out = _positive("", "per_device_batch_size", self.per_device_batch_size)
+        out += _positive("", "save_steps", self.save_steps)
         out += _positive("", "gradient_accumulation_steps", self.gradient_accumulation_steps)
         out += _positive("", "max_length", self.max_length)
         out += _positive("", "logging_steps", self.logging_steps)
