@@ -242,6 +242,79 @@ def _serve_rewards(args: argparse.Namespace) -> int:
     return serve(config.reward, host=args.host, port=args.port, token=args.token, limits=limits)
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from editgrpo.data.prompts import PromptOptions
+    from editgrpo.eval.generate import GenerateOptions, generate_predictions, resolve_device
+
+    try:
+        prompt = PromptOptions(max_images=args.max_images)
+    except ValueError as err:
+        raise UserError(f"--max-images: {err}") from None
+    settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
+    options = GenerateOptions(
+        model=args.model,
+        split=args.split,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        target_section=args.section,
+        prompt=prompt,
+        settings=settings,
+    )
+    if args.max_new_tokens < 1 or args.temperature < 0:
+        raise UserError("--max-new-tokens must be >= 1 and --temperature >= 0 (0 = greedy)")
+    if args.model.startswith(("/", ".", "~")) and not Path(args.model).expanduser().exists():
+        raise UserError(f"--model {args.model}: no such directory")
+
+    def make_generator():  # called only when some study still needs a prediction
+        from functools import partial
+
+        from editgrpo.models.generation import VisualPrompt, generate_reports
+        from editgrpo.models.qwen_vl import load_policy, load_processor
+
+        model_path = str(Path(args.model).expanduser()) if args.model.startswith("~") else args.model
+        try:
+            processor = load_processor(model_path, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+            model = load_policy(model_path, dtype=args.dtype, device=resolve_device(args.device))
+        except (OSError, ValueError) as err:
+            raise UserError(f"--model {args.model}: cannot load a Qwen2.5-VL checkpoint: {err}") from None
+        model.eval()
+        decode = partial(
+            generate_reports,
+            model,
+            processor,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+        )
+        return lambda prompts, seed: decode([VisualPrompt(p.images, p.text) for p in prompts], seed=seed)
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("generating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_interactive,
+    )
+    with bar:
+        task = bar.add_task("generate", total=None)
+        summary = generate_predictions(
+            args.manifest,
+            args.out,
+            make_generator,
+            options,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    print(json.dumps(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="editgrpo",
@@ -312,6 +385,37 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--tokenizer", default="bert-base-uncased", help="chexbert: tokenizer path or hub id")
     label.add_argument("--batch-size", type=int, default=64)
     label.set_defaults(func=_label)
+
+    gen = sub.add_parser(
+        "generate",
+        help="write one generated report per study of a manifest split (JSONL, resumable)",
+        description="Batched generation with a Qwen2.5-VL checkpoint on a manifest's studies (current + "
+        "prior images and the paper's prompt); greedy unless --temperature > 0. Rows already in --out "
+        "are kept and skipped, so rerunning continues an interrupted run. Row format: "
+        "editgrpo.eval.generate.",
+    )
+    gen.add_argument("--model", required=True, help="hub id or local checkpoint directory")
+    gen.add_argument("--manifest", required=True, help="study manifest (.jsonl)")
+    gen.add_argument("--out", required=True, help="predictions file to write or continue (.jsonl)")
+    gen.add_argument("--split", default="test", help="train, validate, test or all (default test)")
+    gen.add_argument(
+        "--section", default="findings", help="reference section: findings, impression, findings_impression"
+    )
+    gen.add_argument("--batch-size", type=int, default=8)
+    gen.add_argument("--max-new-tokens", type=int, default=256)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed (batch seed = seed + study index)")
+    gen.add_argument("--max-images", type=int, default=6, help="images per prompt (current first)")
+    gen.add_argument("--min-pixels", type=int, default=None, help="image pixel floor (default: checkpoint's)")
+    gen.add_argument("--max-pixels", type=int, default=None, help="image pixel cap (default: checkpoint's)")
+    gen.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["float32", "bfloat16", "float16", "auto"],
+        help="weights dtype (default auto: the checkpoint's)",
+    )
+    gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
+    gen.set_defaults(func=_generate)
 
     demo = sub.add_parser("demo", help="the end-to-end CPU demo (what `make demo` runs)")
     demo.add_argument("--out", default="runs/demo", help="output directory")
