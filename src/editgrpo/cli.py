@@ -315,6 +315,62 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label_stats(args: argparse.Namespace) -> int:
+    from editgrpo.eval.label_stats import label_stats
+
+    options = {"checkpoint": args.checkpoint} if args.checkpoint else None
+    summary = label_stats(
+        args.manifest,
+        args.out,
+        labeler=args.backend,
+        labeler_options=options,
+        section=args.section,
+        uncertain_as=args.uncertain_as,
+        cache=args.cache,
+    )
+    print(
+        json.dumps({k: summary[k] for k in ("out", "n", "labels", "labelled", "cache_hits") if k in summary})
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from editgrpo.eval.evaluate import evaluate, render_table
+
+    summary = evaluate(
+        args.predictions,
+        args.out,
+        metrics=args.metrics,
+        clean=args.clean,
+        labeler=args.labeler,
+        entities=args.entities,
+        embedder=args.embedder,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        with_meteor=not args.no_meteor,
+        on_error=args.on_error,
+    )
+    print(render_table(summary))
+    print(f"written: {args.out}/per_sample.jsonl, summary.json, table.md")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from editgrpo.eval.evaluate import compare
+
+    result = compare(
+        args.a,
+        args.b,
+        metrics=args.metrics,
+        clean=args.clean,
+        n_shuffles=args.shuffles,
+        seed=args.seed,
+        on_error=args.on_error,
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="editgrpo",
@@ -416,6 +472,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     gen.set_defaults(func=_generate)
+
+    stats = sub.add_parser("label-stats", help="per-label positive frequencies of a manifest's references")
+    stats.add_argument("manifest", help="training manifest (.jsonl)")
+    stats.add_argument("--out", required=True, help="freqs.json to write")
+    stats.add_argument("--backend", default="rules", help="labeler: rules or chexbert")
+    stats.add_argument("--checkpoint", help="chexbert: chexbert.pth, its folder, or a hub id")
+    stats.add_argument(
+        "--section", default="findings_impression", help="findings, impression, findings_impression"
+    )
+    stats.add_argument("--uncertain-as", default="positive", help="positive or negative")
+    stats.add_argument("--cache", help="JSONL label cache reused across runs")
+    stats.set_defaults(func=_label_stats)
+
+    evaluate = sub.add_parser("evaluate", help="score predictions with every metric and 95%% bootstrap CIs")
+    evaluate.add_argument("predictions", help="predictions .jsonl (as written by `editgrpo generate`)")
+    evaluate.add_argument("--out", required=True, help="output folder")
+    evaluate.add_argument(
+        "--metrics", nargs="*", default=None, help="chexbert radgraph ratescore green lexical"
+    )
+    evaluate.add_argument("--clean", default="none", help="text cleaner: none or editgrpo")
+    evaluate.add_argument("--labeler", default="rules")
+    evaluate.add_argument("--entities", default="lexicon")
+    evaluate.add_argument("--embedder", default="lexical")
+    evaluate.add_argument("--bootstrap", type=int, default=1000)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--no-meteor", action="store_true", help="skip METEOR (it needs Java)")
+    evaluate.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    evaluate.set_defaults(func=_evaluate)
+
+    comp = sub.add_parser("compare", help="paired randomisation test of two prediction files")
+    comp.add_argument("a")
+    comp.add_argument("b")
+    comp.add_argument("--metrics", nargs="*", default=None)
+    comp.add_argument("--clean", default="none")
+    comp.add_argument("--shuffles", type=int, default=10_000)
+    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    comp.set_defaults(func=_compare)
 
     demo = sub.add_parser("demo", help="the end-to-end CPU demo (what `make demo` runs)")
     demo.add_argument("--out", default="runs/demo", help="output directory")

@@ -260,7 +260,12 @@ class EditConfig(Section):
 
 # Names the reward layer implements; rewards/composite.py keeps its registries equal to these
 # tuples (tested), so a recipe fails at load, not mid-run.
-REWARD_COMPONENTS: tuple[str, ...] = ("radgraph_partial", "chexbert_micro14", "ratescore")
+REWARD_COMPONENTS: tuple[str, ...] = (
+    "radgraph_partial",
+    "chexbert_micro14",
+    "ratescore",
+    "chexpert_balanced",
+)
 LABELER_NAMES: tuple[str, ...] = ("rules", "chexbert")
 ENTITY_NAMES: tuple[str, ...] = ("lexicon", "rate", "radgraph")
 EMBEDDER_NAMES: tuple[str, ...] = ("lexical", "minilm", "biolord")
@@ -282,6 +287,8 @@ class RewardConfig(Section):
     embedder: str = "lexical"
     embedder_model: str | None = None
     ratescore_version: str = "0.5"
+    # freqs.json of `editgrpo label-stats` (training positive frequencies), for chexpert_balanced.
+    label_freqs: str | None = None
     scoring: str = "inprocess"
     server_url: str | None = None
     server_token_env: str = "EDITGRPO_REWARD_TOKEN"
@@ -315,6 +322,17 @@ class RewardConfig(Section):
                 out.append(
                     Problem(f"components.{name}", weight, "weights must be >= 0", "use a non-negative weight")
                 )
+        if "chexpert_balanced" in self.components and not self.label_freqs:
+            out.append(
+                Problem(
+                    "label_freqs",
+                    self.label_freqs,
+                    "is required when components include chexpert_balanced (its weights are the "
+                    "training positive frequencies)",
+                    "run `editgrpo label-stats MANIFEST --out freqs.json` on the training manifest and "
+                    "set reward.label_freqs=freqs.json",
+                )
+            )
         if self.labeler == "chexbert" and not self.labeler_checkpoint:
             out.append(
                 Problem(

@@ -190,3 +190,45 @@ def test_label_prints_the_14_labels_in_chexbert_order(tmp_path: Path) -> None:
     assert editgrpo("label").returncode == 2
     missing = editgrpo("label", "--text", "x", "--backend", "chexbert")
     assert missing.returncode == 2 and "needs --checkpoint" in missing.stderr
+
+
+def test_label_stats_evaluate_and_compare(tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    assert (
+        editgrpo("synth", "--n", "24", "--seed", "5", "--out", str(out), "--image-size", "64").returncode == 0
+    )
+    stats = editgrpo("label-stats", str(out / "train.jsonl"), "--out", str(tmp_path / "freqs.json"))
+    assert stats.returncode == 0, stats.stderr
+    freqs = json.loads((tmp_path / "freqs.json").read_text())
+    assert freqs["labeler"] == "rules" and len(freqs["labels"]) == 14
+
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    good.write_text(
+        "".join(
+            json.dumps({"study_id": r["study_id"], "prediction": r["findings"], "reference": r["findings"]})
+            + "\n"
+            for r in rows
+        )
+    )
+    bad.write_text(
+        "".join(
+            json.dumps(
+                {"study_id": r["study_id"], "prediction": "No acute process.", "reference": r["findings"]}
+            )
+            + "\n"
+            for r in rows
+        )
+    )
+    result = editgrpo(
+        "evaluate", str(good), "--out", str(tmp_path / "eval"), "--no-meteor", "--bootstrap", "50"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "micro-F1-14 [chexpert-rules]" in result.stdout
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["columns"]["chexbert_micro_f1_14"]["value"] == 1.0
+    compared = editgrpo("compare", str(good), str(bad), "--metrics", "chexbert", "--shuffles", "500")
+    assert compared.returncode == 0, compared.stderr
+    assert '"p_value"' in compared.stdout
+    missing = editgrpo("evaluate", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr

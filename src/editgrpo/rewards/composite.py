@@ -9,6 +9,11 @@ Default: ``radgraph_partial + chexbert_micro14 + ratescore``, weights 1, the pap
   of the configured entity backend (``lexicon`` offline, or ``radgraph``);
 - ``ratescore``: RaTEScore (``metrics/ratescore``, version ``0.5`` by default) on the RaTE
   entities of the entity backend (``lexicon`` or ``rate``) embedded by the configured embedder.
+- ``chexpert_balanced`` (opt-in, the authors' release): class-balanced accuracy of the pair's 14
+  labels weighted by the training positive frequencies (``metrics/chexpert_balanced``), read from
+  ``label_freqs`` (``freqs.json`` of ``editgrpo label-stats``; ``rewards/label_freqs``). Building a
+  reward with it and no frequencies file, or one made with another labeler or uncertain
+  convention, fails at construction.
 
 None policy (ARCHITECTURE.md rule 5): a component that cannot score a sample (its annotator
 failed on that text) is None for it, never 0. The total of a sample is the weighted sum of the
@@ -26,14 +31,18 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from editgrpo.annotators.chexpert import build_labeler
 from editgrpo.annotators.embeddings import build_embedder
 from editgrpo.annotators.entities import build_entity_extractor
-from editgrpo.metrics.chexbert_f1 import pair_micro_f1
+from editgrpo.metrics.chexbert_f1 import UNCERTAIN_AS, pair_micro_f1
+from editgrpo.metrics.chexpert_balanced import balanced_accuracy
 from editgrpo.metrics.radgraph_f1 import radgraph_f1_pair
 from editgrpo.metrics.ratescore import RATESCORE_VERSIONS, ratescore_pair
+from editgrpo.rewards.label_freqs import FIX as LABEL_FREQS_FIX
+from editgrpo.rewards.label_freqs import LabelFreqsError, load_label_freqs
 
 DEFAULT_COMPONENTS: dict[str, float] = {"radgraph_partial": 1.0, "chexbert_micro14": 1.0, "ratescore": 1.0}
 
@@ -67,7 +76,7 @@ class RewardStats:
 class CompositeReward:
     """Weighted clinical reward (module docstring). Annotators are built once, at construction."""
 
-    COMPONENTS: tuple[str, ...] = tuple(DEFAULT_COMPONENTS)
+    COMPONENTS: tuple[str, ...] = (*DEFAULT_COMPONENTS, "chexpert_balanced")
 
     def __init__(
         self,
@@ -81,6 +90,8 @@ class CompositeReward:
         embedder_options: Mapping[str, Any] | None = None,
         ratescore_version: str = "0.5",
         reference_cache_size: int = 10_000,
+        label_freqs: str | Path | None = None,
+        uncertain_as: str = "positive",
     ) -> None:
         self.components = dict(DEFAULT_COMPONENTS if components is None else components)
         unknown = sorted(set(self.components) - set(self.COMPONENTS))
@@ -96,8 +107,24 @@ class CompositeReward:
             )
         self.ratescore_version = ratescore_version
         need = set(self.components)
+        if uncertain_as not in UNCERTAIN_AS:
+            raise ValueError(f"unknown uncertain_as {uncertain_as!r}; valid: {', '.join(UNCERTAIN_AS)}")
+        self.uncertain_as = uncertain_as
+        # Training positive frequency per observation (chexpert_balanced); checked before any
+        # annotator is built, so a missing or mismatched file fails fast.
+        self.label_freqs: dict[str, float] | None = None
+        if "chexpert_balanced" in need:
+            if label_freqs is None:
+                raise LabelFreqsError(
+                    f"the chexpert_balanced reward component needs label_freqs (a freqs.json). Fix: {LABEL_FREQS_FIX}."
+                )
+            self.label_freqs = load_label_freqs(label_freqs, labeler=labeler, uncertain_as=uncertain_as)[
+                "labels"
+            ]
         self.labeler = (
-            build_labeler(labeler, **dict(labeler_options or {})) if "chexbert_micro14" in need else None
+            build_labeler(labeler, **dict(labeler_options or {}))
+            if need & {"chexbert_micro14", "chexpert_balanced"}
+            else None
         )
         self.extractor = (
             build_entity_extractor(entities, **dict(entity_options or {}))
@@ -125,6 +152,7 @@ class CompositeReward:
             embedder=config.embedder,
             embedder_options={"model": config.embedder_model} if config.embedder_model else None,
             ratescore_version=config.ratescore_version,
+            label_freqs=config.label_freqs,
         )
 
     # ---------------------------------------------------------------------------------------
@@ -200,6 +228,10 @@ class CompositeReward:
                 if hyp.labels is not None and ref.labels is not None
                 else None
             )
+        if name == "chexpert_balanced":
+            if hyp.labels is None or ref.labels is None or self.label_freqs is None:
+                return None
+            return balanced_accuracy(hyp.labels, ref.labels, self.label_freqs, self.uncertain_as)
         if name == "radgraph_partial":
             if hyp.graph is None or ref.graph is None:
                 return None

@@ -15,6 +15,7 @@ from editgrpo.config import (
     REWARD_COMPONENTS,
     RewardConfig,
 )
+from editgrpo.errors import UserError
 from editgrpo.metrics.chexbert_f1 import pair_micro_f1
 from editgrpo.metrics.radgraph_f1 import radgraph_f1_pair
 from editgrpo.metrics.ratescore import RATESCORE_VERSIONS, ratescore_pair
@@ -148,3 +149,64 @@ def test_trl_call_form(reward: CompositeReward) -> None:
 def test_from_config() -> None:
     reward = CompositeReward.from_config(RewardConfig(components={"ratescore": 1.0}, ratescore_version="0.6"))
     assert reward.ratescore_version == "0.6" and reward.labeler is None
+
+
+def _write_freqs(path, labeler: str = "rules", uncertain_as: str = "positive"):
+    import json
+
+    from editgrpo.text.observations import CHEXPERT_14
+
+    freqs = {**dict.fromkeys(CHEXPERT_14, 0.1), "Cardiomegaly": 0.3, "Pleural Effusion": 0.2}
+    data = {"labels": freqs, "counts": {}, "n": 10, "labeler": labeler, "uncertain_as": uncertain_as}
+    path.write_text(json.dumps(data))
+    return path, freqs
+
+
+def test_chexpert_balanced_component_equals_the_metric(tmp_path) -> None:
+    from editgrpo.metrics.chexpert_balanced import balanced_accuracy
+
+    path, freqs = _write_freqs(tmp_path / "freqs.json")
+    reward = CompositeReward({"chexpert_balanced": 1.0}, label_freqs=path)
+    hyp = "Mild cardiomegaly. No pleural effusion."
+    [result] = reward.score([hyp], [REF])
+    labeler = RuleLabeler()
+    expected = balanced_accuracy(labeler.label([hyp])[0], labeler.label([REF])[0], freqs)
+    assert result.components["chexpert_balanced"] == pytest.approx(expected)
+    # By hand: Cardiomegaly both positive (0.7 / 2); Pleural Effusion hyp negative, ref positive (0);
+    # No Finding blank in both (ref has findings; hyp has cardiomegaly), Pneumothorax negated in the
+    # ref and unmentioned in the hyp: these and the other 10 labels are both-0 (0.1 / 2 each).
+    assert result.total == pytest.approx((0.35 + 12 * 0.05) / 14)
+    # With chexbert_micro14 both components share the one labeler.
+    both = CompositeReward({"chexpert_balanced": 1.0, "chexbert_micro14": 1.0}, label_freqs=path)
+    assert both.labeler is not None and both.score([REF], [REF])[0].components["chexbert_micro14"] == 1.0
+
+
+def test_chexpert_balanced_needs_a_matching_frequencies_file(tmp_path) -> None:
+    with pytest.raises(
+        UserError, match=r"needs label_freqs.*editgrpo label-stats MANIFEST --out freqs\.json"
+    ):
+        CompositeReward({"chexpert_balanced": 1.0})
+    with pytest.raises(UserError, match="label frequencies file not found"):
+        CompositeReward({"chexpert_balanced": 1.0}, label_freqs=tmp_path / "none.json")
+    path, _ = _write_freqs(tmp_path / "freqs.json", labeler="chexbert")
+    with pytest.raises(UserError, match="made with labeler='chexbert' but the reward uses labeler='rules'"):
+        CompositeReward({"chexpert_balanced": 1.0}, label_freqs=path)
+    path, _ = _write_freqs(tmp_path / "freqs.json", uncertain_as="negative")
+    with pytest.raises(UserError, match="uncertain_as='negative'"):
+        CompositeReward({"chexpert_balanced": 1.0}, label_freqs=path)
+
+
+def test_config_requires_label_freqs_for_chexpert_balanced(tmp_path) -> None:
+    from editgrpo.config import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"label_freqs = None: is required when components include chexpert_balanced"
+    ):
+        RewardConfig(components={"chexpert_balanced": 1.0})
+    with pytest.raises(ConfigError, match=r"editgrpo label-stats MANIFEST --out freqs\.json"):
+        RewardConfig(components={"chexpert_balanced": 1.0})
+    path, _ = _write_freqs(tmp_path / "freqs.json")
+    reward = CompositeReward.from_config(
+        RewardConfig(components={"chexpert_balanced": 1.0}, label_freqs=str(path))
+    )
+    assert reward.label_freqs is not None and reward.label_freqs["Cardiomegaly"] == 0.3
