@@ -55,7 +55,7 @@ ALLOWED_THIRD_PARTY: dict[str, set[str] | None] = {
     "cli": {"rich"},
     "demo": {"numpy", "PIL", "torch", "transformers"},
     "training": None,  # anything, including the training engines
-    "eval": {"numpy", "torch", "transformers", "PIL", "datasets"},
+    "eval": {"numpy", "torch", "transformers", "PIL", "datasets", "matplotlib"},
     "rewards": {"numpy", "torch", "transformers", "uvicorn", "starlette", "httpx"},
     "edits": {"numpy"},
     "metrics": {"numpy"},

@@ -351,7 +351,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         on_error=args.on_error,
     )
     print(render_table(summary))
-    print(f"written: {args.out}/per_sample.jsonl, summary.json, table.md")
+    if not args.no_report:
+        from editgrpo.eval.report import write_report
+
+        write_report(args.out)
+    print(
+        f"written: {args.out}/per_sample.jsonl, summary.json, table.md"
+        + ("" if args.no_report else ", report.html")
+    )
     return 0
 
 
@@ -499,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--no-meteor", action="store_true", help="skip METEOR (it needs Java)")
     evaluate.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    evaluate.add_argument(
+        "--no-report", action="store_true", help="skip report.html (charts need matplotlib)"
+    )
     evaluate.set_defaults(func=_evaluate)
 
     comp = sub.add_parser("compare", help="paired randomisation test of two prediction files")

@@ -60,4 +60,5 @@ def test_generate_then_evaluate_on_synthcxr(tmp_path: Path, capsys) -> None:
     per_sample = (out / "per_sample.jsonl").read_text().splitlines()
     assert len(per_sample) == summary["n"]
     assert "micro-F1-14 [chexpert-rules]" in (out / "table.md").read_text()
+    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 2
     capsys.readouterr()
