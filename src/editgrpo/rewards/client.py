@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from editgrpo.rewards.composite import CompositeReward, RewardResult, RewardStats, completion_text
+from editgrpo.rewards.composite import CompositeReward, RewardResult, RewardStats, trl_totals
 from editgrpo.text.sentences import Sentence
 
 
@@ -220,14 +220,7 @@ class RewardClient:
     def _count(self, results: list[RewardResult]) -> None:
         """``stats`` as ``CompositeReward.score`` counts them, for the training log."""
         for result in results:
-            self.stats.samples += 1
-            missing = [name for name, value in result.components.items() if value is None]
-            for name in missing:
-                self.stats.failures[name] += 1
-            if result.total is None:
-                self.stats.unscorable += 1
-            elif missing:
-                self.stats.partial += 1
+            self.stats.record(result)
 
     def __call__(
         self,
@@ -237,10 +230,7 @@ class RewardClient:
         **kwargs: Any,
     ) -> list[float | None]:
         """TRL reward-function form, as ``CompositeReward.__call__``."""
-        if completions is None or reference is None:
-            raise ValueError("the reward needs `completions` and a `reference` column in the dataset")
-        texts = [completion_text(c) for c in completions]
-        return [result.total for result in self.score(texts, list(reference))]
+        return trl_totals(self.score, completions, reference)
 
     # the rest of the API ---------------------------------------------------------------------------------
 

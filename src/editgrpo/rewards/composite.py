@@ -72,6 +72,17 @@ class RewardStats:
     partial: int = 0
     failures: Counter = field(default_factory=Counter)  # component -> samples it could not score
 
+    def record(self, result: RewardResult) -> None:
+        """Count one scored sample (the in-process reward and the server client count alike)."""
+        self.samples += 1
+        missing = [name for name, value in result.components.items() if value is None]
+        for name in missing:
+            self.failures[name] += 1
+        if result.total is None:
+            self.unscorable += 1
+        elif missing:
+            self.partial += 1
+
 
 class CompositeReward:
     """Weighted clinical reward (module docstring). Annotators are built once, at construction."""
@@ -251,20 +262,14 @@ class CompositeReward:
         for hyp, ref in zip(hyp_analyses, ref_analyses, strict=True):
             values = {name: self._component(name, hyp, ref) for name in self.components}
             scored = {name: v for name, v in values.items() if v is not None}
-            self.stats.samples += 1
-            for name, value in values.items():
-                if value is None:
-                    self.stats.failures[name] += 1
-            if not scored:
-                self.stats.unscorable += 1
-                results.append(RewardResult(None, values))
-                continue
-            if len(scored) < len(values):
-                self.stats.partial += 1
-            weight = sum(self.components[name] for name in scored)
-            weighted = sum(self.components[name] * value for name, value in scored.items())
-            total = weighted * (total_weight / weight) if weight > 0 else 0.0
-            results.append(RewardResult(total, values))
+            total = None
+            if scored:
+                weight = sum(self.components[name] for name in scored)
+                weighted = sum(self.components[name] * value for name, value in scored.items())
+                total = weighted * (total_weight / weight) if weight > 0 else 0.0
+            result = RewardResult(total, values)
+            self.stats.record(result)
+            results.append(result)
         return results
 
     def __call__(
@@ -276,10 +281,19 @@ class CompositeReward:
     ) -> list[float | None]:
         """TRL reward-function form: the ``reference`` column of the dataset arrives as a keyword
         argument; conversational completions (lists of messages) are reduced to their text."""
-        if completions is None or reference is None:
-            raise ValueError("the reward needs `completions` and a `reference` column in the dataset")
-        texts = [completion_text(c) for c in completions]
-        return [result.total for result in self.score(texts, list(reference))]
+        return trl_totals(self.score, completions, reference)
+
+
+def trl_totals(
+    score: Callable[[list[Any], list[str]], list[RewardResult]],
+    completions: Sequence[Any] | None,
+    reference: Sequence[str] | None,
+) -> list[float | None]:
+    """The TRL reward-function result of a ``score(hyps, refs)`` function: one total per completion."""
+    if completions is None or reference is None:
+        raise ValueError("the reward needs `completions` and a `reference` column in the dataset")
+    texts = [completion_text(c) for c in completions]
+    return [result.total for result in score(texts, list(reference))]
 
 
 def completion_text(completion: Any) -> Any:
