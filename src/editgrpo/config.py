@@ -191,6 +191,11 @@ class RolloutConfig(Section):
     max_completion_length: int = 256
     engine: str = "hf"
     vllm_server_url: str | None = None
+    # vllm_colocate: share of each GPU's memory vLLM may take (the rest trains the policy).
+    vllm_gpu_memory_utilization: float = 0.3
+    # vLLM engines: reweight each sampled token by pi_train / pi_sampler (TRL's truncated importance
+    # sampling); edited copies have no sampler probability and get weight 1.
+    vllm_importance_sampling: bool = True
 
     ENGINES: ClassVar[tuple[str, ...]] = ("hf", "vllm_server", "vllm_colocate")
 
@@ -209,6 +214,15 @@ class RolloutConfig(Section):
         out += _positive("", "max_completion_length", self.max_completion_length)
         if not 0.0 < self.top_p <= 1.0:
             out.append(Problem("top_p", self.top_p, "must be in (0, 1]", "use 1.0 for plain sampling"))
+        if not 0.0 < self.vllm_gpu_memory_utilization < 1.0:
+            out.append(
+                Problem(
+                    "vllm_gpu_memory_utilization",
+                    self.vllm_gpu_memory_utilization,
+                    "must be in (0, 1)",
+                    "use 0.3 with vllm_colocate (the rest of the GPU trains the policy)",
+                )
+            )
         if self.engine == "vllm_server" and not self.vllm_server_url:
             out.append(
                 Problem(
@@ -234,6 +248,10 @@ class EditConfig(Section):
     generation: str = "fill"
     token_treatment: str = "on_policy"
     off_policy_gamma: float = 0.1
+    # paper rule (a)'s "high similarity" (edits/plan.py plan_edits); None means similarity_threshold.
+    contradiction_threshold: float | None = None
+    # paper rules (b)/(c): whether an unsupported ANATOMY entity makes its sentence a false positive.
+    anatomy_false_positives: bool = True
 
     RULES: ClassVar[tuple[str, ...]] = ("paper", "release", "radgraph")
     GENERATION: ClassVar[tuple[str, ...]] = ("fill", "overwrite")
@@ -246,6 +264,15 @@ class EditConfig(Section):
         out += _positive("", "num_edits", self.num_edits)
         out += _positive("", "max_ops", self.max_ops)
         out += _positive("", "off_policy_gamma", self.off_policy_gamma)
+        if self.contradiction_threshold is not None and not 0.0 < self.contradiction_threshold <= 1.0:
+            out.append(
+                Problem(
+                    "contradiction_threshold",
+                    self.contradiction_threshold,
+                    "must be a cosine in (0, 1]",
+                    "leave it unset to use similarity_threshold",
+                )
+            )
         if not 0.0 < self.similarity_threshold <= 1.0:
             out.append(
                 Problem(
@@ -443,9 +470,20 @@ class RLConfig(Section):
     reward: RewardConfig = field(default_factory=RewardConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     prompts_per_step: int = 32
+    # Completions per forward/backward micro-batch on one device; None: a device's whole share of
+    # the step (prompts_per_step * group_size / devices). Gradients accumulate over micro-batches
+    # and the optimizer steps once per rollout batch (EDITGRPO.md section 5).
+    per_device_batch_size: int | None = None
     max_steps: int = 1000
     logging_steps: int = 1
     save_steps: int = 100
+    # Complete checkpoints kept (None: all); older ones are deleted after a new one is complete.
+    save_total_limit: int | None = None
+    gradient_checkpointing: bool = False
+    # Logging backends as transformers' `report_to`: "none", "tensorboard", "wandb" (a list is fine).
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    # A rich progress bar with the step, the on-policy reward and the edit rate (false: plain logs).
+    progress_bar: bool = True
     use_cpu: bool = False
 
     def num_edits(self) -> int:
@@ -458,7 +496,24 @@ class RLConfig(Section):
         out = _positive("", "prompts_per_step", self.prompts_per_step)
         out += _positive("", "max_steps", self.max_steps)
         out += _positive("", "logging_steps", self.logging_steps)
+        out += _positive("", "save_steps", self.save_steps)
+        out += _positive("", "save_total_limit", self.save_total_limit)
+        out += _positive("", "per_device_batch_size", self.per_device_batch_size)
         k, group = self.num_edits(), self.rollout.group_size
+        completions = self.prompts_per_step * group
+        if (
+            self.per_device_batch_size is not None
+            and self.per_device_batch_size > 0
+            and completions % self.per_device_batch_size
+        ):
+            out.append(
+                Problem(
+                    "per_device_batch_size",
+                    self.per_device_batch_size,
+                    f"must divide the completions of a step (prompts_per_step * rollout.group_size = {completions})",
+                    f"use a divisor of {completions}, e.g. {group}",
+                )
+            )
         # Sources are on-policy members (fill: k <= G - k; overwrite: k sources + k distinct targets).
         if self.edit.enabled and group >= 2 and 2 * k > group:
             out.append(
