@@ -160,6 +160,21 @@ def chexbert_scores(
     }
 
 
+OUTCOMES: tuple[str, ...] = ("tp", "fp", "fn", "tn")
+
+
+def label_outcomes(
+    hyp: LabelVector, ref: LabelVector, uncertain_as: str = "positive", labels: Sequence[str] = CHEXPERT_14
+) -> dict[str, str]:
+    """Each observation's outcome for one (hyp, ref) pair: ``"tp"`` (both positive), ``"fp"``,
+    ``"fn"`` or ``"tn"``, with uncertain read as ``uncertain_as`` (the convention of the F1s)."""
+    to_binary = _to_binary(uncertain_as)
+    h = _binary_row("hyp", hyp, labels, to_binary)
+    r = _binary_row("ref", ref, labels, to_binary)
+    names = {(1, 1): "tp", (1, 0): "fp", (0, 1): "fn", (0, 0): "tn"}
+    return {name: names[a, b] for name, a, b in zip(labels, h, r, strict=True)}
+
+
 def pair_micro_f1(hyp: LabelVector, ref: LabelVector, uncertain_as: str = "positive") -> float:
     """The EditGRPO reward: micro-F1 of one (hyp, ref) pair over the 14 labels, 2 TP / (2 TP + FP +
     FN); 0.0 when both binarised vectors are all zero (METRICS.md; sklearn ``zero_division=0``).

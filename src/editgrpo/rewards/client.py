@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from editgrpo.metrics.chexbert_f1 import OUTCOMES
 from editgrpo.rewards.composite import CompositeReward, RewardResult, RewardStats, trl_totals
 from editgrpo.text.sentences import Sentence
 
@@ -209,10 +210,16 @@ class RewardClient:
             values = [total, *components.values()]
             if any(v is not None and not isinstance(v, int | float) for v in values):
                 raise self._malformed("a score that is neither a number nor null")
+            outcomes = item.get("label_outcomes")
+            if outcomes is not None and not (
+                isinstance(outcomes, dict) and all(v in OUTCOMES for v in outcomes.values())
+            ):
+                raise self._malformed("'label_outcomes' that is not a map of observation -> tp/fp/fn/tn")
             out.append(
                 RewardResult(
                     None if total is None else float(total),
                     {k: None if v is None else float(v) for k, v in components.items()},
+                    None if outcomes is None else {str(k): str(v) for k, v in outcomes.items()},
                 )
             )
         return out

@@ -37,7 +37,7 @@ from typing import Any
 from editgrpo.annotators.chexpert import build_labeler
 from editgrpo.annotators.embeddings import build_embedder
 from editgrpo.annotators.entities import build_entity_extractor
-from editgrpo.metrics.chexbert_f1 import UNCERTAIN_AS, pair_micro_f1
+from editgrpo.metrics.chexbert_f1 import UNCERTAIN_AS, label_outcomes, pair_micro_f1
 from editgrpo.metrics.chexpert_balanced import balanced_accuracy
 from editgrpo.metrics.radgraph_f1 import radgraph_f1_pair
 from editgrpo.metrics.ratescore import RATESCORE_VERSIONS, ratescore_pair
@@ -59,8 +59,14 @@ class Analysis:
 
 @dataclass(frozen=True)
 class RewardResult:
+    """One (hyp, ref) pair's total, its components and, when a CheXpert labeler ran on both texts,
+    each observation's outcome (``"tp"``, ``"fp"``, ``"fn"``, ``"tn"``; uncertain counted as the
+    reward's ``uncertain_as``) for the per-label breakdown of the training log (issue: which labels
+    the reward is rewarding)."""
+
     total: float | None
     components: dict[str, float | None]
+    label_outcomes: dict[str, str] | None = None
 
 
 @dataclass
@@ -267,7 +273,12 @@ class CompositeReward:
                 weight = sum(self.components[name] for name in scored)
                 weighted = sum(self.components[name] * value for name, value in scored.items())
                 total = weighted * (total_weight / weight) if weight > 0 else 0.0
-            result = RewardResult(total, values)
+            outcomes = (
+                label_outcomes(hyp.labels, ref.labels, self.uncertain_as)
+                if hyp.labels is not None and ref.labels is not None
+                else None
+            )
+            result = RewardResult(total, values, outcomes)
             self.stats.record(result)
             results.append(result)
         return results

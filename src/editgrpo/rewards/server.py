@@ -8,8 +8,9 @@ requests into one model call (micro-batching), then splits the results back.
 Endpoints (JSON in and out; errors are ``{"error": "<message>"}`` with a 4xx/5xx status):
 
 - ``POST /v1/score``: ``{"pairs": [{"hyp": str | null, "ref": str | null}, ...]}`` ->
-  ``{"results": [{"total": float | null, "components": {name: float | null}}, ...],
-  "batch_pairs": int}``, results in the order of the pairs. ``null`` text = no text: scored
+  ``{"results": [{"total": float | null, "components": {name: float | null}, "label_outcomes":
+  {observation: "tp" | "fp" | "fn" | "tn"} (only when a labeler ran)}, ...], "batch_pairs": int}``,
+  results in the order of the pairs. ``null`` text = no text: scored
   ``None``, as ``CompositeReward.score`` scores a non-string (ARCHITECTURE.md rule 5: a reward is
   a number or ``None``, never a silent 0). ``batch_pairs`` is the size of the model call the
   request was merged into.
@@ -626,10 +627,13 @@ def _result_json(result: RewardResult) -> dict[str, Any]:
     def number(value: Any) -> float | None:
         return None if value is None else float(value)
 
-    return {
+    out: dict[str, Any] = {
         "total": number(result.total),
         "components": {name: number(value) for name, value in result.components.items()},
     }
+    if result.label_outcomes is not None:
+        out["label_outcomes"] = dict(result.label_outcomes)
+    return out
 
 
 def create_app(service: RewardService, *, on_started: Callable[[], None] | None = None) -> Starlette:

@@ -269,3 +269,15 @@ def test_bad_values_and_keys() -> None:
         corpus_f1(HYPS, REFS, labels=("Edema", "Effusion"))
     with pytest.raises(ValueError, match="labels must be distinct"):
         binarize(HYPS, labels=("Edema", "Edema"))
+
+
+def test_label_outcomes_by_hand_with_uncertain_convention():
+    from editgrpo.metrics.chexbert_f1 import label_outcomes
+
+    hyp = {"Cardiomegaly": 1, "Edema": -1, "Pneumothorax": 1}
+    ref = {"Cardiomegaly": 1, "Edema": 1, "Pleural Effusion": 1}
+    out = label_outcomes(hyp, ref)
+    assert out["Cardiomegaly"] == "tp" and out["Edema"] == "tp"
+    assert out["Pneumothorax"] == "fp" and out["Pleural Effusion"] == "fn"
+    assert out["Atelectasis"] == "tn" and len(out) == 14
+    assert label_outcomes(hyp, ref, uncertain_as="negative")["Edema"] == "fn"

@@ -63,6 +63,12 @@ def test_components_equal_the_metrics_on_the_annotations(reward: CompositeReward
     # Hand check of one component: hyp labels {Cardiomegaly} vs ref {Cardiomegaly, Pleural Effusion}
     # -> micro-F1 = 2*1 / (2*1 + 0 + 1) = 2/3.
     assert result.components["chexbert_micro14"] == pytest.approx(2 / 3)
+    # The per-label breakdown agrees: cardiomegaly found, effusion missed, the rest negative.
+    assert result.label_outcomes["Cardiomegaly"] == "tp"
+    assert result.label_outcomes["Pleural Effusion"] == "fn"
+    assert {v for k, v in result.label_outcomes.items() if k not in ("Cardiomegaly", "Pleural Effusion")} <= {
+        "tn"
+    }
 
 
 def test_identical_report_scores_three_and_worse_reports_score_less(reward: CompositeReward) -> None:

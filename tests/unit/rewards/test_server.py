@@ -469,7 +469,10 @@ def test_concurrent_requests_are_merged_then_split_in_order(pool: list, expected
         assert metrics["batches"]["model_calls"] == calls and metrics["batches"]["max_pairs"] == 32 // calls
         for c in range(4):
             assert answers[c]["batch_pairs"] == 32 // calls
-            got = [RewardResult(r["total"], r["components"]) for r in answers[c]["results"]]
+            got = [
+                RewardResult(r["total"], r["components"], r.get("label_outcomes"))
+                for r in answers[c]["results"]
+            ]
             assert got == expected[c * 8 : c * 8 + 8]
 
 
