@@ -412,6 +412,54 @@ class LossConfig(Section):
 
 
 @dataclass
+class LoraConfig(Section):
+    """LoRA adapters for SFT (peft). Off: full fine-tuning of every unfrozen parameter.
+
+    ``target_modules`` are leaf module names matched inside the language model only (Qwen2.5-VL's
+    vision blocks also have ``gate_proj``/``up_proj``/``down_proj``, which must not get adapters by
+    accident); ``vision_target_modules`` are leaf names matched inside the vision tower (its blocks
+    name them ``qkv``, ``proj``, ``gate_proj``, ``up_proj``, ``down_proj``), empty by default."""
+
+    enabled: bool = False
+    r: int = 16
+    # LoRA scales the update by alpha / r (Hu et al. 2021, section 4.1); alpha = 2r is the common choice.
+    alpha: int = 32
+    dropout: float = 0.05
+    # Attention + MLP projections of every Qwen2.5-VL decoder layer (the QLoRA recipe: all linear layers).
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    vision_target_modules: list[str] = field(default_factory=list)
+
+    def problems(self) -> list[Problem]:
+        out = _positive("", "r", self.r)
+        out += _positive("", "alpha", self.alpha)
+        if not 0.0 <= self.dropout < 1.0:
+            out.append(Problem("dropout", self.dropout, "must be in [0, 1)", "use e.g. 0.05 (0 turns it off)"))
+        if self.enabled and not self.target_modules and not self.vision_target_modules:
+            out.append(
+                Problem(
+                    "target_modules",
+                    self.target_modules,
+                    "is empty (and so is vision_target_modules): LoRA would train nothing",
+                    "name leaf modules, e.g. [q_proj, k_proj, v_proj, o_proj], or set lora.enabled=false",
+                )
+            )
+        for name, modules in (("target_modules", self.target_modules), ("vision_target_modules", self.vision_target_modules)):
+            dotted = [m for m in modules if not m or "." in m]
+            if dotted:
+                out.append(
+                    Problem(
+                        name,
+                        modules,
+                        f"entries must be leaf module names without dots, got {dotted}",
+                        "give the last part of the module name, e.g. q_proj",
+                    )
+                )
+        return out
+
+
+@dataclass
 class SFTConfig(Section):
     """Supervised fine-tuning on the target section (loss on answer tokens only)."""
 
@@ -421,6 +469,7 @@ class SFTConfig(Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-5, lr_scheduler="cosine"))
+    lora: LoraConfig = field(default_factory=LoraConfig)
     per_device_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     num_epochs: float = 3.0
@@ -432,11 +481,20 @@ class SFTConfig(Section):
     # epoch is kept (false: every save_steps optimizer steps).
     save_each_epoch: bool = True
     gradient_checkpointing: bool = True
+    # Clinical evaluation at each epoch end (and each save when save_each_epoch is false): greedy
+    # reports for the first N studies of data.eval, scored with the offline metrics (chexpert-rules
+    # F1, lexicon RadGraph F1). 0 turns it off.
+    eval_clinical_samples: int = 64
+    eval_clinical_max_new_tokens: int = 256
+    # Logging backends as transformers' `report_to`: "none", "tensorboard", "wandb" (a list is fine).
+    report_to: list[str] = field(default_factory=lambda: ["none"])
     use_cpu: bool = False
 
     def problems(self) -> list[Problem]:
         out = _positive("", "per_device_batch_size", self.per_device_batch_size)
         out += _positive("", "save_steps", self.save_steps)
+        out += _positive("", "eval_clinical_samples", self.eval_clinical_samples, allow_zero=True)
+        out += _positive("", "eval_clinical_max_new_tokens", self.eval_clinical_max_new_tokens)
         out += _positive("", "gradient_accumulation_steps", self.gradient_accumulation_steps)
         out += _positive("", "max_length", self.max_length)
         out += _positive("", "logging_steps", self.logging_steps)

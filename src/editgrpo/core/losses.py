@@ -106,6 +106,7 @@ def policy_loss(
     kl_estimator: str = "k3",
     aggregation: str = "dr_grpo",
     max_completion_length: int | None = None,
+    token_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The EditGRPO loss of one micro-batch.
 
@@ -126,6 +127,9 @@ def policy_loss(
         kl_estimator: one of ``KL_ESTIMATORS``.
         aggregation: one of ``AGGREGATIONS``.
         max_completion_length: the generation limit, needed by ``dr_grpo``.
+        token_weights: optional (B, T) or (B, 1) detached multiplier of the policy-gradient term,
+            e.g. TRL's truncated importance weight pi_train / pi_sampler of tokens a vLLM engine
+            sampled (GRPOTrainer ``importance_sampling_ratio``); the KL term is not weighted.
 
     Per-token loss on the loss mask (the completion mask, less inserted tokens under ``mask``):
         on-policy:  -min(r * A, clip(r, 1 - low, 1 + high) * A),  r = exp(logp - old_logp)
@@ -172,6 +176,8 @@ def policy_loss(
     # Off-policy: behaviour probability 1, shaped and unclipped (LUFFY).
     off_loss = -off_policy_shaping(logp, gamma) * adv  # (B, T)
     pg_per_token = torch.where(off_mask, off_loss, on_loss)  # (B, T)
+    if token_weights is not None:
+        pg_per_token = pg_per_token * token_weights.detach().to(pg_per_token.dtype)  # (B, T) or (B, 1)
 
     pg_loss = aggregate(pg_per_token, loss_mask, aggregation, max_completion_length)
     if ref_logp is not None:

@@ -143,6 +143,29 @@ def test_kl_term_is_added_with_its_weight() -> None:
     assert metrics["kl_mean"].item() == pytest.approx(0.5 + LN(2.0) - 1.0)
 
 
+def test_token_weights_scale_the_policy_term_but_not_the_kl() -> None:
+    # Two tokens, ratio 1, A = 2: each surrogate is -2; weights 0.5 and 1.5 (a vLLM importance
+    # weight) give pg = (-1 - 3) / 2 = -2 under token_mean and gradients -1 and -3 per token.
+    # The KL (ref = logp, so 0 with gradient 0) is untouched by the weights.
+    logp = torch.tensor([[LN(0.5), LN(0.25)]], dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    loss, metrics = policy_loss(
+        logp,
+        logp.detach(),
+        torch.tensor([2.0], dtype=torch.float64),
+        mask,
+        torch.zeros_like(mask),
+        ref_logp=logp.detach(),
+        kl_beta=0.5,
+        aggregation="token_mean",
+        token_weights=torch.tensor([[0.5, 1.5]], dtype=torch.float64),
+    )
+    loss.backward()
+    assert loss.item() == pytest.approx(-2.0)
+    assert logp.grad.tolist() == [[pytest.approx(-0.5), pytest.approx(-1.5)]]
+    assert metrics["kl_loss"].item() == pytest.approx(0.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Aggregation normalisers on a ragged mask
 # ---------------------------------------------------------------------------------------------
