@@ -10,8 +10,14 @@ The recipe, top to bottom (``run_sft``):
                   images as placeholders, the assistant turn = the target section; image paths ride
                   along and are opened per batch by ``StudyCollator``;
 5. train       -- TRL's ``SFTTrainer`` with ``completion_only_loss`` (labels -100 on the system and
-                  user turns, image-pad and padding tokens);
-6. save        -- Trainer checkpoints (model + processor) per epoch, and ``final/`` at the end.
+                  user turns, image-pad and padding tokens); full fine-tuning, or LoRA adapters on the
+                  language model's projections (``lora.enabled``, peft through TRL's ``peft_config``);
+                  at each epoch end ``ClinicalEvalCallback`` writes greedy reports for up to
+                  ``eval_clinical_samples`` eval studies and scores them with the offline metrics;
+6. save        -- Trainer checkpoints per epoch (full fine-tuning: model + processor; LoRA: the
+                  adapter + processor, see ``merge_lora_checkpoint``), and ``final/`` at the end,
+                  always a full model (LoRA merged into the weights) + processor, loadable by
+                  ``models.qwen_vl.load_policy`` like any checkpoint.
 
 Why a collator of our own: TRL's ``DataCollatorForVisionLanguageModeling`` (trl/trainer/sft_trainer.py)
 already renders prompt/completion pairs with the chat template, left-pads prompts, right-pads
@@ -25,19 +31,24 @@ Shapes: B studies per batch, T tokens (prompt + completion, padded), and the pro
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from editgrpo.config import SFTConfig, save_resolved_config
+from editgrpo.config import LoraConfig, SFTConfig, save_resolved_config
 from editgrpo.data.manifest import read_manifest
 from editgrpo.data.prompts import PromptOptions, build_prompt
 from editgrpo.data.schema import Study
 from editgrpo.errors import UserError
 
 FINAL_CHECKPOINT = "final"
+CLINICAL_EVAL_FILE = "clinical_eval.jsonl"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,11 @@ class SFTResult:
     eval_examples: int
     skipped: list[str]
     checkpoints: list[str]
+    # Parameters the optimizer updates vs all parameters of the policy (LoRA: adapters only).
+    trainable_parameters: int = 0
+    total_parameters: int = 0
+    # One entry per clinical evaluation: {"epoch", "step", "n", "metrics": {name: value}}.
+    clinical_evals: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,6 +113,7 @@ def build_examples(
                 "prompt": [{"role": "user", "content": content}],
                 "completion": [assistant],
                 "images": list(prompt.image_paths),
+                "study_id": study.study_id,
             }
         )
     return SFTExamples(rows, skipped)
@@ -158,6 +175,261 @@ class StudyCollator:
 
 
 # ---------------------------------------------------------------------------------------------
+# LoRA
+# ---------------------------------------------------------------------------------------------
+
+
+def _module_prefix(model: Any, module: Any) -> str:
+    """The dotted name of ``module`` inside ``model`` (e.g. ``model.language_model``)."""
+    for name, candidate in model.named_modules():
+        if candidate is module:
+            return name
+    raise ValueError("module is not part of the model")
+
+
+def lora_target_names(model: Any, lora: LoraConfig) -> list[str]:
+    """Full names of the modules that get adapters: ``lora.target_modules`` leaf names inside the
+    language model, ``lora.vision_target_modules`` leaf names inside the vision tower.
+
+    peft matches a target list by name suffix, so a bare ``gate_proj`` would also hit the vision
+    blocks' MLP (Qwen2.5-VL names them alike); full names keep the vision tower adapter-free unless
+    the user asks for it. A leaf name that matches nothing is a ``UserError`` listing the linear
+    leaf names that exist there."""
+    import torch
+
+    from editgrpo.models.qwen_vl import vision_tower
+
+    scopes = (
+        ("lora.target_modules", model.model.language_model, lora.target_modules),
+        ("lora.vision_target_modules", vision_tower(model), lora.vision_target_modules),
+    )
+    names: list[str] = []
+    for key, scope, leaves in scopes:
+        if not leaves:
+            continue
+        prefix = _module_prefix(model, scope)
+        found = {leaf: [] for leaf in leaves}
+        linear_leaves: set[str] = set()
+        for name, module in scope.named_modules():
+            leaf = name.rsplit(".", 1)[-1]
+            if isinstance(module, torch.nn.Linear):
+                linear_leaves.add(leaf)
+            if leaf in found:
+                found[leaf].append(f"{prefix}.{name}")
+        missing = [leaf for leaf, hits in found.items() if not hits]
+        if missing:
+            raise UserError(
+                f"{key}: no module named {missing} in {prefix}; linear modules there are named "
+                f"{sorted(linear_leaves)}"
+            )
+        names += [name for hits in found.values() for name in hits]
+    return names
+
+
+def peft_lora_config(model: Any, lora: LoraConfig) -> Any:
+    """The ``peft.LoraConfig`` of ``lora`` for ``model`` (targets from ``lora_target_names``)."""
+    import peft
+
+    return peft.LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora_target_names(model, lora),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def save_merged(peft_model: Any, processor: Any, out: str | Path) -> Any:
+    """Fold the adapters into the base weights (W + alpha/r * B A) and save a plain model +
+    processor at ``out``; returns the merged model. ``peft_model`` is consumed (its LoRA layers are
+    replaced by the merged linear layers)."""
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(str(out))
+    processor.save_pretrained(str(out))
+    return merged
+
+
+def merge_lora_checkpoint(checkpoint: str | Path, out: str | Path, *, base: str | None = None) -> Path:
+    """Turn a LoRA checkpoint of this recipe (``checkpoint-N/``: adapter + processor) into a full
+    model at ``out`` that ``load_policy`` and RL read like any checkpoint. ``base``: the model the
+    adapter was trained on (default: the ``base_model_name_or_path`` the adapter recorded)."""
+    from peft import PeftConfig, PeftModel
+
+    from editgrpo.models.qwen_vl import load_policy, load_processor
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "adapter_config.json").is_file():
+        raise UserError(f"{checkpoint}: no adapter_config.json; it is not a LoRA checkpoint")
+    base = base or PeftConfig.from_pretrained(str(checkpoint)).base_model_name_or_path
+    model = PeftModel.from_pretrained(load_policy(base, dtype="auto"), str(checkpoint))
+    save_merged(model, load_processor(str(checkpoint)), out)
+    return Path(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Clinical evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def clinical_scores(
+    predictions: Sequence[str], references: Sequence[str], labeler: Any, extractor: Any
+) -> dict[str, float]:
+    """Corpus scores of N (prediction, reference) pairs with offline annotators, named with their
+    backend (offline approximations of the paper's CheXbert and RadGraph columns, METRICS.md):
+
+    - ``{labeler}_micro_f1_14`` / ``{labeler}_macro_f1_14``: CheXbert-style F1 over the 14 labels,
+      uncertain as positive (``metrics.chexbert_f1.chexbert_scores``);
+    - ``radgraph_{entities}_f1``: RadGraph F1 at the ``partial`` level (the paper's column), mean
+      of per-report F1 (``metrics.radgraph_f1.radgraph_f1_corpus``)."""
+    from editgrpo.metrics.chexbert_f1 import chexbert_scores
+    from editgrpo.metrics.radgraph_f1 import radgraph_f1_corpus
+
+    label_name = str(labeler.name).replace("-", "_")
+    chexbert = chexbert_scores(labeler.label(predictions), labeler.label(references))
+    graphs = [[e.to_radgraph() for e in extractor.extract(texts)] for texts in (predictions, references)]
+    radgraph = radgraph_f1_corpus(graphs[0], graphs[1], level="partial")
+    return {
+        f"{label_name}_micro_f1_14": chexbert["micro_f1_14"],
+        f"{label_name}_macro_f1_14": chexbert["macro_f1_14"],
+        f"radgraph_{extractor.name}_f1": radgraph["mean"],
+    }
+
+
+@dataclass(frozen=True)
+class EvalStudy:
+    """One study of the clinical evaluation: its image paths (prompt order), the instruction text
+    of the user turn and the reference target section."""
+
+    study_id: str
+    image_paths: list[str]
+    text: str
+    reference: str
+
+
+def eval_studies(rows: Sequence[dict[str, Any]], limit: int) -> list[EvalStudy]:
+    """The first ``limit`` example rows (``build_examples``) as ``EvalStudy`` items."""
+    studies = []
+    for row in rows[:limit]:
+        texts = [item["text"] for item in row["prompt"][0]["content"] if item["type"] == "text"]
+        reference = row["completion"][0]["content"][0]["text"]
+        studies.append(EvalStudy(row["study_id"], list(row["images"]), "\n".join(texts), reference))
+    return studies
+
+
+class ClinicalEvaluator:
+    """Greedy reports for a fixed list of eval studies, scored with the offline metrics
+    (``clinical_scores``, backends ``chexpert-rules`` and ``lexicon``) and appended as one JSON line
+    per evaluation to ``out``: ``{"epoch", "step", "n", "metrics": {"eval_<name>": value}}``.
+
+    Generation reuses ``models.generation.generate_reports`` (the prompt layout of ``editgrpo
+    generate``: every image, then the instruction) with the model in eval mode (no dropout, KV
+    cache on even under gradient checkpointing); train mode is restored afterwards."""
+
+    def __init__(
+        self,
+        studies: Sequence[EvalStudy],
+        processor: Any,
+        out: str | Path,
+        *,
+        batch_size: int,
+        max_new_tokens: int,
+    ) -> None:
+        from editgrpo.annotators.chexpert import build_labeler
+        from editgrpo.annotators.entities import build_entity_extractor
+
+        self.studies = list(studies)
+        self.processor = processor
+        self.out = Path(out)
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.labeler = build_labeler("rules")
+        self.extractor = build_entity_extractor("lexicon")
+
+    def generate(self, model: Any) -> list[str]:
+        """One greedy report per study, in order."""
+        from editgrpo.eval.generate import load_images
+        from editgrpo.models.generation import VisualPrompt, generate_reports
+
+        tokenizer = self.processor.tokenizer
+        # Batched generation appends after the prompt, so prompts are left-padded; put back
+        # whatever side the training collator uses.
+        padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+        was_training = model.training
+        model.eval()
+        try:
+            texts: list[str] = []
+            for start in range(0, len(self.studies), self.batch_size):
+                batch = self.studies[start : start + self.batch_size]
+                prompts = [VisualPrompt(load_images(s.image_paths, s.study_id), s.text) for s in batch]
+                texts += generate_reports(model, self.processor, prompts, max_new_tokens=self.max_new_tokens)
+        finally:
+            tokenizer.padding_side = padding_side
+            model.train(was_training)
+        return [text.strip() for text in texts]
+
+    def evaluate(self, model: Any, *, epoch: float | None, step: int, write: bool = True) -> dict[str, Any]:
+        """Generate, score and (``write``) append the record; returns it."""
+        predictions = self.generate(model)
+        scores = clinical_scores(
+            predictions, [s.reference for s in self.studies], self.labeler, self.extractor
+        )
+        record = {
+            "epoch": epoch,
+            "step": step,
+            "n": len(self.studies),
+            "metrics": {f"eval_{name}": value for name, value in scores.items()},
+        }
+        if write:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            with self.out.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        return record
+
+
+def clinical_eval_callback(evaluator: ClinicalEvaluator, trainer: Any) -> Any:
+    """A ``TrainerCallback`` running ``evaluator`` at each epoch end and after each checkpoint
+    save (once per optimizer step: with per-epoch saves both fire at the same step), logging the
+    metrics into ``trainer.state.log_history`` and the report_to backends.
+
+    Built in a function so that importing this module does not import transformers."""
+    from transformers import Trainer, TrainerCallback
+
+    class ClinicalEvalCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.records: list[dict[str, Any]] = []
+            self._done_steps: set[int] = set()
+
+        def _run(self, state: Any, model: Any) -> None:
+            if state.global_step in self._done_steps or model is None:
+                return
+            self._done_steps.add(state.global_step)
+            # Every rank generates (a ZeRO-3/FSDP-sharded model needs all ranks in each forward);
+            # only the first process writes the file.
+            record = evaluator.evaluate(
+                model, epoch=state.epoch, step=state.global_step, write=state.is_world_process_zero
+            )
+            self.records.append(record)
+            # Trainer.log, not SFTTrainer.log: TRL's override would fold (and clear) its pending
+            # training metrics (entropy, token accuracy) into this entry (trl/trainer/sft_trainer.py).
+            Trainer.log(trainer, dict(record["metrics"]))
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            self._run(state, model)
+
+        def on_save(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            self._run(state, model)
+
+    return ClinicalEvalCallback()
+
+
+# ---------------------------------------------------------------------------------------------
 # Recipe
 # ---------------------------------------------------------------------------------------------
 
@@ -195,7 +467,7 @@ def _training_arguments(config: SFTConfig, has_eval: bool) -> Any:
         use_cpu=config.use_cpu,
         bf16=config.model.dtype == "bfloat16" and not config.use_cpu,
         fp16=config.model.dtype == "float16" and not config.use_cpu,
-        report_to="none",
+        report_to=list(config.report_to),
         dataloader_num_workers=0,
     )
 
@@ -237,7 +509,9 @@ def run_sft(config: SFTConfig) -> SFTResult:
     )
     eval_rows = evaluation.rows if evaluation is not None and evaluation.rows else None
 
-    # Phase 5: train (answer-only loss through StudyCollator).
+    # Phase 5: train (answer-only loss through StudyCollator). With LoRA, TRL wraps the policy
+    # (``peft_config``: it also handles gradient checkpointing's input grads and ZeRO-3 dtypes).
+    peft_config = peft_lora_config(model, config.lora) if config.lora.enabled else None
     trainer = SFTTrainer(
         model=model,
         args=_training_arguments(config, has_eval=eval_rows is not None),
@@ -245,13 +519,38 @@ def run_sft(config: SFTConfig) -> SFTResult:
         eval_dataset=as_dataset(eval_rows) if eval_rows is not None else None,
         processing_class=processor,
         data_collator=StudyCollator(processor, max_length=config.max_length),
+        peft_config=peft_config,
     )
+    trainable, total = count_parameters(trainer.model)
+    logger.info(
+        "%s: %d of %d parameters trainable (%.4f%%)",
+        "LoRA" if peft_config is not None else "full fine-tuning",
+        trainable,
+        total,
+        100.0 * trainable / max(total, 1),
+    )
+    callback = None
+    if eval_rows is not None and config.eval_clinical_samples > 0:
+        evaluator = ClinicalEvaluator(
+            eval_studies(eval_rows, config.eval_clinical_samples),
+            processor,
+            output_dir / CLINICAL_EVAL_FILE,
+            batch_size=config.per_device_batch_size,
+            max_new_tokens=config.eval_clinical_max_new_tokens,
+        )
+        callback = clinical_eval_callback(evaluator, trainer)
+        trainer.add_callback(callback)
     trainer.train()
 
-    # Phase 6: the final checkpoint (model + processor); per-epoch ones are the Trainer's checkpoint-N.
+    # Phase 6: the final checkpoint, a full model + processor either way; per-epoch ones are the
+    # Trainer's checkpoint-N (LoRA: adapter only, merge_lora_checkpoint makes a full model of one).
     final = output_dir / FINAL_CHECKPOINT
-    trainer.save_model(str(final))
-    processor.save_pretrained(str(final))
+    if peft_config is not None:
+        if trainer.args.should_save:
+            save_merged(trainer.accelerator.unwrap_model(trainer.model), processor, final)
+    else:
+        trainer.save_model(str(final))
+        processor.save_pretrained(str(final))
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return SFTResult(
         output_dir=str(output_dir),
@@ -261,5 +560,10 @@ def run_sft(config: SFTConfig) -> SFTResult:
         train_examples=len(train.rows),
         eval_examples=len(eval_rows or []),
         skipped=train.skipped,
-        checkpoints=sorted(str(p) for p in output_dir.glob("checkpoint-*")),
+        checkpoints=sorted(
+            (str(p) for p in output_dir.glob("checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[-1])
+        ),
+        trainable_parameters=trainable,
+        total_parameters=total,
+        clinical_evals=list(callback.records) if callback is not None else [],
     )
