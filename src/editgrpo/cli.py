@@ -229,6 +229,25 @@ def _sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from editgrpo.config import load_config
+    from editgrpo.training.trainer import run_train
+
+    result = run_train(load_config(args.recipe, args.overrides, stage="rl"), resume=args.resume)
+    summary = {
+        "output_dir": result.output_dir,
+        "final_checkpoint": result.final_checkpoint,
+        "global_step": result.global_step,
+        "resumed_from": result.resumed_from,
+        "train_prompts": result.train_prompts,
+        "skipped_without_target": len(result.skipped),
+    }
+    for key in ("rewards/on_policy/total", "rewards/edited/total", "edits/changed_rate", "kl"):
+        summary[key] = result.last(key)
+    print(json.dumps(summary))
+    return 0
+
+
 def _serve_rewards(args: argparse.Namespace) -> int:
     from editgrpo.config import load_config
     from editgrpo.rewards.server import ServerLimits, serve
@@ -538,6 +557,26 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="dotted overrides, e.g. max_steps=2 data.max_train_samples=8"
     )
     sft.set_defaults(func=_sft)
+
+    train = sub.add_parser(
+        "train",
+        help="EditGRPO (or Dr. GRPO / GRPO with edits off) from an SFT checkpoint",
+        description="Run an `rl` recipe: TRL GRPOTrainer with post-rollout edits, the composite clinical "
+        "reward and the Dr. GRPO loss; checkpoints every save_steps, `final/` and log_history.jsonl at the end. "
+        "Multi-GPU: accelerate launch --config_file recipes/accelerate/<cfg>.yaml -m editgrpo train RECIPE.",
+    )
+    train.add_argument("recipe", help="YAML recipe with `stage: rl`")
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        help="dotted overrides, e.g. max_steps=3 edit.enabled=false rollout.group_size=4",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint of output_dir (same data order and RNG state)",
+    )
+    train.set_defaults(func=_train)
 
     rewards = sub.add_parser(
         "serve-rewards",

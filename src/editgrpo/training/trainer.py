@@ -7,7 +7,7 @@ One RL step (EDITGRPO.md section 2), and where it happens:
                 server or colocate mode), called by ``_generate_single_turn`` below only for the rows
                 that need a sample (``training.groups``: G - k per group in ``fill``, G in
                 ``overwrite``);
-2. edit      -- k sources per group edited towards the reference by ``training.edit_engine``
+2. edit      -- k sources per group edited towards the reference by ``edits.engine``
                 (analyses of references cached; seeded choices); an edited copy becomes token ids
                 (``<|im_end|>`` appended) with a per-token *inserted* mask
                 (``training.rollout_edits``); in ``fill`` an edit that changed nothing is replaced by
@@ -55,6 +55,7 @@ from editgrpo.config import RLConfig, save_resolved_config
 from editgrpo.core.advantages import group_advantages
 from editgrpo.core.losses import policy_loss
 from editgrpo.core.masks import masked_mean
+from editgrpo.edits.engine import RolloutEditor, build_local_analyser, server_analyser
 from editgrpo.errors import UserError
 from editgrpo.rewards.composite import completion_text
 from editgrpo.text.observations import CHEXPERT_14
@@ -64,7 +65,6 @@ from editgrpo.training.checkpoints import (
     mark_complete,
     rotate_checkpoints,
 )
-from editgrpo.training.edit_engine import RolloutEditor, local_analyser, server_analyser
 from editgrpo.training.groups import compose_groups
 from editgrpo.training.rollout_edits import inserted_token_mask
 
@@ -787,16 +787,15 @@ def build_editor(config: RLConfig, scorer: Any) -> RolloutEditor | None:
                 "return; use reward.scoring=inprocess or edit.rule=paper|release"
             )
         return RolloutEditor.from_config(config.edit, server_analyser(scorer))
-    from editgrpo.annotators.embeddings import build_embedder
-    from editgrpo.annotators.entities import build_entity_extractor
-
-    extractor = getattr(scorer, "extractor", None) or build_entity_extractor(
-        reward.entities, **({"model": reward.entity_model} if reward.entity_model else {})
+    analyser = build_local_analyser(
+        reward.entities,
+        reward.entity_model,
+        reward.embedder,
+        reward.embedder_model,
+        extractor=getattr(scorer, "extractor", None),
+        embedding=getattr(scorer, "embedder", None),
     )
-    embedder = getattr(scorer, "embedder", None) or build_embedder(
-        reward.embedder, **({"model": reward.embedder_model} if reward.embedder_model else {})
-    )
-    return RolloutEditor.from_config(config.edit, local_analyser(extractor, embedder))
+    return RolloutEditor.from_config(config.edit, analyser)
 
 
 def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[EditGRPOTrainer, int, list[str]]:

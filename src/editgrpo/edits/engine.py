@@ -1,5 +1,5 @@
 """The edit engine of the RL step: analyse rollouts and references, plan and apply sentence edits
-(EDITGRPO.md section 3), one call per step.
+(EDITGRPO.md section 3), one call per step (used by ``training.trainer``).
 
 ``RolloutEditor.edit(rollouts, references, rng)`` returns one ``edits.apply.EditedText`` per
 (rollout, reference) pair. Analyses come from an *analyser*, ``texts -> list[TextAnalysis]``:
@@ -38,6 +38,27 @@ def local_analyser(extractor: Any, embedder: Any) -> Analyser:
         return analyse(texts, extractor, embedder)
 
     return run
+
+
+def build_local_analyser(
+    entities: str = "lexicon",
+    entity_model: str | None = None,
+    embedder: str = "lexical",
+    embedder_model: str | None = None,
+    *,
+    extractor: Any = None,
+    embedding: Any = None,
+) -> Analyser:
+    """An in-process analyser from backend names (``config.RewardConfig``'s ``entities`` and
+    ``embedder``); ``extractor`` / ``embedding`` reuse annotators already built (the reward's)."""
+    from editgrpo.annotators.embeddings import build_embedder
+    from editgrpo.annotators.entities import build_entity_extractor
+
+    if extractor is None:
+        extractor = build_entity_extractor(entities, **({"model": entity_model} if entity_model else {}))
+    if embedding is None:
+        embedding = build_embedder(embedder, **({"model": embedder_model} if embedder_model else {}))
+    return local_analyser(extractor, embedding)
 
 
 def server_analyser(client: Any) -> Analyser:
