@@ -10,7 +10,6 @@ hand-written edge cases, so the annotators' sentence caches keep the load test f
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import re
@@ -34,8 +33,9 @@ from editgrpo.config import RewardConfig
 from editgrpo.data.synth import SynthConfig, generate_studies
 from editgrpo.rewards.client import RewardClient, RewardServerError, build_reward_scorer
 from editgrpo.rewards.composite import CompositeReward, RewardResult
-from editgrpo.rewards.server import RewardService, ServerLimits, bind_socket, create_app
+from editgrpo.rewards.server import RewardService, ServerLimits
 from editgrpo.text.sentences import split_sentences
+from fixtures.servers import thread_server
 
 TOKEN = "test-token-3f9a"
 TOKEN_ENV = "EDITGRPO_TEST_REWARD_TOKEN"
@@ -81,29 +81,6 @@ def expected(pool: list[tuple[str | None, str | None]]) -> list[RewardResult]:
 # ---------------------------------------------------------------------------------------------
 # Servers
 # ---------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def thread_server(service: RewardService) -> Iterator[str]:
-    """uvicorn serving ``create_app(service)`` from a thread on a free loopback port; its URL."""
-    import uvicorn
-
-    sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), log_config=None, access_log=False, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def editgrpo_command() -> list[str]:
