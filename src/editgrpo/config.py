@@ -435,7 +435,9 @@ class LoraConfig(Section):
         out = _positive("", "r", self.r)
         out += _positive("", "alpha", self.alpha)
         if not 0.0 <= self.dropout < 1.0:
-            out.append(Problem("dropout", self.dropout, "must be in [0, 1)", "use e.g. 0.05 (0 turns it off)"))
+            out.append(
+                Problem("dropout", self.dropout, "must be in [0, 1)", "use e.g. 0.05 (0 turns it off)")
+            )
         if self.enabled and not self.target_modules and not self.vision_target_modules:
             out.append(
                 Problem(
@@ -445,7 +447,10 @@ class LoraConfig(Section):
                     "name leaf modules, e.g. [q_proj, k_proj, v_proj, o_proj], or set lora.enabled=false",
                 )
             )
-        for name, modules in (("target_modules", self.target_modules), ("vision_target_modules", self.vision_target_modules)):
+        for name, modules in (
+            ("target_modules", self.target_modules),
+            ("vision_target_modules", self.vision_target_modules),
+        ):
             dotted = [m for m in modules if not m or "." in m]
             if dotted:
                 out.append(
@@ -469,6 +474,7 @@ class SFTConfig(Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-5, lr_scheduler="cosine"))
+    # LoRA adapters (final/ is then the merged full model); disabled = full fine-tuning.
     lora: LoraConfig = field(default_factory=LoraConfig)
     per_device_batch_size: int = 4
     gradient_accumulation_steps: int = 1

@@ -161,16 +161,11 @@ class StudyCollator:
         )
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        from PIL import Image
-
-        batch = []
-        for row in rows:
-            images = []
-            for image_path in row["images"]:
-                with Image.open(image_path) as image:
-                    images.append(image.convert("RGB"))
-            # A new dict per row: the TRL collator rewrites "prompt"/"completion" in place.
-            batch.append({"prompt": row["prompt"], "completion": row["completion"], "images": images})
+        # A new dict per row: the TRL collator rewrites "prompt"/"completion" in place.
+        batch = [
+            {"prompt": row["prompt"], "completion": row["completion"], "images": open_images(row["images"])}
+            for row in rows
+        ]
         return self.inner(batch)
 
 
@@ -278,28 +273,57 @@ def merge_lora_checkpoint(checkpoint: str | Path, out: str | Path, *, base: str 
 # ---------------------------------------------------------------------------------------------
 
 
-def clinical_scores(
-    predictions: Sequence[str], references: Sequence[str], labeler: Any, extractor: Any
-) -> dict[str, float]:
-    """Corpus scores of N (prediction, reference) pairs with offline annotators, named with their
-    backend (offline approximations of the paper's CheXbert and RadGraph columns, METRICS.md):
+def clinical_scores(predictions: Sequence[str], references: Sequence[str], reward: Any) -> dict[str, float]:
+    """Corpus scores of N (prediction, reference) pairs from the per-pair results of ``reward`` (a
+    ``rewards.composite.CompositeReward`` with the ``chexbert_micro14`` and ``radgraph_partial``
+    components), named with their backends as offline approximations of the paper's columns:
 
-    - ``{labeler}_micro_f1_14`` / ``{labeler}_macro_f1_14``: CheXbert-style F1 over the 14 labels,
-      uncertain as positive (``metrics.chexbert_f1.chexbert_scores``);
-    - ``radgraph_{entities}_f1``: RadGraph F1 at the ``partial`` level (the paper's column), mean
-      of per-report F1 (``metrics.radgraph_f1.radgraph_f1_corpus``)."""
-    from editgrpo.metrics.chexbert_f1 import chexbert_scores
-    from editgrpo.metrics.radgraph_f1 import radgraph_f1_corpus
+    - ``{labeler}_micro_f1_14``: 2 sum TP / (2 sum TP + sum FP + sum FN) over all pairs and the 14
+      labels; ``{labeler}_macro_f1_14``: the mean over the 14 labels of each label's corpus F1, 0 for
+      a label with no positive on either side (uncertain as positive; the conventions of
+      ``metrics.chexbert_f1.chexbert_scores``, which the tests check this against);
+    - ``radgraph_{entities}_f1``: mean of the per-pair RadGraph F1 at the partial level (the
+      paper's column, ``metrics.radgraph_f1.radgraph_f1_corpus``).
 
-    label_name = str(labeler.name).replace("-", "_")
-    chexbert = chexbert_scores(labeler.label(predictions), labeler.label(references))
-    graphs = [[e.to_radgraph() for e in extractor.extract(texts)] for texts in (predictions, references)]
-    radgraph = radgraph_f1_corpus(graphs[0], graphs[1], level="partial")
-    return {
-        f"{label_name}_micro_f1_14": chexbert["micro_f1_14"],
-        f"{label_name}_macro_f1_14": chexbert["macro_f1_14"],
-        f"radgraph_{extractor.name}_f1": radgraph["mean"],
-    }
+    The label counts come from each pair's ``label_outcomes`` (14 x tp/fp/fn/tn). A pair an
+    annotator could not score is left out of that metric (never counted as 0); a metric no pair
+    could feed is absent from the result. (The training layer reaches the metrics only through
+    ``rewards``: tests/test_layers.py.)"""
+    results = reward.score(list(predictions), list(references))
+    label_name = str(getattr(reward.labeler, "name", reward.names["labeler"])).replace("-", "_")
+    entity_name = str(getattr(reward.extractor, "name", reward.names["entities"])).replace("-", "_")
+    scores: dict[str, float] = {}
+    outcomes = [r.label_outcomes for r in results if r.label_outcomes is not None]
+    if outcomes:
+        labels = list(outcomes[0])
+        # counts[label][kind]: corpus TP / FP / FN of one observation, summed over the pairs.
+        counts = {label: {"tp": 0, "fp": 0, "fn": 0, "tn": 0} for label in labels}
+        for pair in outcomes:
+            for label, kind in pair.items():
+                counts[label][kind] += 1
+        tp, fp, fn = (sum(c[kind] for c in counts.values()) for kind in ("tp", "fp", "fn"))
+        scores[f"{label_name}_micro_f1_14"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        per_label = [
+            2 * c["tp"] / (2 * c["tp"] + c["fp"] + c["fn"]) if c["tp"] + c["fp"] + c["fn"] else 0.0
+            for c in counts.values()
+        ]
+        scores[f"{label_name}_macro_f1_14"] = sum(per_label) / len(per_label)
+    radgraph = [r.components["radgraph_partial"] for r in results]
+    radgraph = [value for value in radgraph if value is not None]
+    if radgraph:
+        scores[f"radgraph_{entity_name}_f1"] = sum(radgraph) / len(radgraph)
+    return scores
+
+
+def open_images(paths: Sequence[str]) -> list[Any]:
+    """RGB PIL images of ``paths`` (X-rays are often grayscale; the processor wants 3 channels)."""
+    from PIL import Image
+
+    images = []
+    for image_path in paths:
+        with Image.open(image_path) as image:
+            images.append(image.convert("RGB"))
+    return images
 
 
 @dataclass(frozen=True)
@@ -341,20 +365,20 @@ class ClinicalEvaluator:
         batch_size: int,
         max_new_tokens: int,
     ) -> None:
-        from editgrpo.annotators.chexpert import build_labeler
-        from editgrpo.annotators.entities import build_entity_extractor
+        from editgrpo.rewards.composite import CompositeReward
 
         self.studies = list(studies)
         self.processor = processor
         self.out = Path(out)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.labeler = build_labeler("rules")
-        self.extractor = build_entity_extractor("lexicon")
+        # The offline backends: chexpert-rules labels and lexicon RadGraph-type entities.
+        self.reward = CompositeReward(
+            {"chexbert_micro14": 1.0, "radgraph_partial": 1.0}, labeler="rules", entities="lexicon"
+        )
 
     def generate(self, model: Any) -> list[str]:
         """One greedy report per study, in order."""
-        from editgrpo.eval.generate import load_images
         from editgrpo.models.generation import VisualPrompt, generate_reports
 
         tokenizer = self.processor.tokenizer
@@ -367,7 +391,7 @@ class ClinicalEvaluator:
             texts: list[str] = []
             for start in range(0, len(self.studies), self.batch_size):
                 batch = self.studies[start : start + self.batch_size]
-                prompts = [VisualPrompt(load_images(s.image_paths, s.study_id), s.text) for s in batch]
+                prompts = [VisualPrompt(open_images(s.image_paths), s.text) for s in batch]
                 texts += generate_reports(model, self.processor, prompts, max_new_tokens=self.max_new_tokens)
         finally:
             tokenizer.padding_side = padding_side
@@ -377,9 +401,7 @@ class ClinicalEvaluator:
     def evaluate(self, model: Any, *, epoch: float | None, step: int, write: bool = True) -> dict[str, Any]:
         """Generate, score and (``write``) append the record; returns it."""
         predictions = self.generate(model)
-        scores = clinical_scores(
-            predictions, [s.reference for s in self.studies], self.labeler, self.extractor
-        )
+        scores = clinical_scores(predictions, [s.reference for s in self.studies], self.reward)
         record = {
             "epoch": epoch,
             "step": step,
