@@ -27,8 +27,9 @@ What the subclass overrides in TRL 1.16 (pinned by ``TRL_CONTRACT`` and checked 
 TRL upgrade that changes them fails with a message instead of training wrongly):
 ``_generate_single_turn`` (group composition + edits), ``_generate_and_score_completions``
 (references in, inserted masks and our advantages out), ``_calculate_rewards`` (timing and the
-on/off-policy breakdown), ``_compute_loss`` (our loss), ``training_step`` (the step-time split) and
-``_save_checkpoint`` (completion markers, ``training.checkpoints``).
+on/off-policy breakdown), ``_compute_loss`` (our loss), ``training_step`` (the step-time split),
+``_save_checkpoint`` (completion markers, ``training.checkpoints``) and ``_load_from_checkpoint``
+(transformers' own resume loads nothing for Qwen2.5-VL; see there).
 
 Multi-process rules: every process holds whole groups (its share of a step is a multiple of G);
 generation calls whose row count differs between processes (top-ups) are padded to the largest
@@ -106,6 +107,7 @@ TRL_CONTRACT: dict[str, tuple[str, ...]] = {
     ),
     "training_step": ("self", "model", "inputs", "num_items_in_batch"),
     "_save_checkpoint": ("self", "model", "trial"),
+    "_load_from_checkpoint": ("self", "resume_from_checkpoint", "model"),
 }
 # Attributes GRPOTrainer sets in __init__ that the overrides read.
 TRL_ATTRIBUTES: tuple[str, ...] = (
@@ -162,6 +164,7 @@ class RolloutRecord:
     kind: str = "sample"
     source: int | None = None
     inserted: list[bool] = field(default_factory=list)
+    ops: tuple[str, ...] = ()
 
 
 @dataclass
@@ -255,7 +258,7 @@ class EditGRPOTrainer(GRPOTrainer):
         self._references: list[str] = []
         self._phase_seconds: dict[str, float] = defaultdict(float)
         self._window_started: float | None = None
-        self._generation_calls = 0
+        self._sampled_rows = 0  # rows sampled for the current rollout batch
         self.generated_tokens = 0  # tokens sampled by the policy since construction (all rows)
         super().__init__(
             model=model,
@@ -297,11 +300,10 @@ class EditGRPOTrainer(GRPOTrainer):
     # -----------------------------------------------------------------------------------------
 
     def _step_rng(self) -> np.random.Generator:
-        """A generator fixed by (seed, step, process, call): the same edits after a resume."""
-        self._generation_calls += 1
-        return np.random.default_rng(
-            [self.args.seed, self.state.global_step, self.accelerator.process_index, self._generation_calls]
-        )
+        """A generator fixed by (seed, optimizer step, process): a resumed run draws the same
+        sources and edit choices as an uninterrupted one. One rollout batch per optimizer step
+        (``grpo_arguments``), so the step identifies the batch."""
+        return np.random.default_rng([self.args.seed, self.state.global_step, self.accelerator.process_index])
 
     def _generate_rows(
         self,
@@ -332,6 +334,7 @@ class EditGRPOTrainer(GRPOTrainer):
         self._phase_seconds["generate"] += time.perf_counter() - started
         completion_ids = [list(ids) for ids in completion_ids[:count]]
         self.generated_tokens += sum(len(ids) for ids in completion_ids)
+        self._sampled_rows += count
         return completion_ids, (list(logprobs[:count]) if logprobs is not None else None)
 
     def _edited_tokens(
@@ -352,6 +355,7 @@ class EditGRPOTrainer(GRPOTrainer):
         self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
     ):
         n = len(prompt_ids)
+        self._sampled_rows = 0
         if not (self.model.training and self.num_edits > 0):
             self._records = [RolloutRecord() for _ in range(n)]
             self._attempts = []
@@ -400,7 +404,7 @@ class EditGRPOTrainer(GRPOTrainer):
                     # No sampler probability exists for an edited copy: NaN makes TRL's importance
                     # weight exactly 1 for its tokens (grpo_trainer: NaN differences are zeroed).
                     logprobs[slot] = [math.nan] * len(token_ids)
-                records[slot] = RolloutRecord("edit", source, mask)
+                records[slot] = RolloutRecord("edit", source, mask, kinds)
                 attempts.append(EditAttempt(kinds, True, truncated))
             else:
                 attempts.append(EditAttempt(kinds, False))
@@ -536,6 +540,9 @@ class EditGRPOTrainer(GRPOTrainer):
             "edits/failed_rate": [float(a.failed) for a in attempts],
             "edits/edited_rows_frac": [float(r.kind == "edit") for r in records],
             "edits/topup_rows_frac": [float(r.kind == "topup") for r in records],
+            # Policy samples drawn per completion of the batch: (G - k) / G + top-ups under fill,
+            # 1 under overwrite (whose overwritten samples are discarded) and without edits.
+            "generation/sampled_per_completion": [self._sampled_rows / max(len(records), 1)],
             # Inserted tokens over all completion tokens of the batch (one pooled ratio per process).
             "edits/inserted_token_frac": [
                 float((inserted & completion).sum()) / max(float(completion.sum()), 1.0)
@@ -637,6 +644,21 @@ class EditGRPOTrainer(GRPOTrainer):
             self._phase_seconds.clear()
             self._window_started = None
         return output
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # transformers 5 saves Qwen2.5-VL in its published key layout ("visual.*", "model.layers.*")
+        # but Trainer._load_from_checkpoint loads the file with a plain, non-strict load_state_dict
+        # in the in-memory layout ("model.visual.*", "model.language_model.*"): every key misses, a
+        # warning is logged and training silently resumes from the initial weights. from_pretrained
+        # applies the key conversion; the strict copy then fails loudly on any real mismatch.
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        dtype = next(target.parameters()).dtype
+        loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
+        return None
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
@@ -851,6 +873,12 @@ def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[Edit
         )
     finally:
         model.config._name_or_path = original_name
+    if config.progress_bar:
+        from transformers.trainer_callback import PrinterCallback
+
+        # With tqdm off, transformers prints every log dict; the rich bar shows the figures instead
+        # (and log_history.jsonl / report_to keep them all).
+        trainer.remove_callback(PrinterCallback)
     return trainer, len(rows), skipped
 
 

@@ -1,0 +1,272 @@
+"""EditGRPO end to end on CPU with real tiny parts: a saved ``xs`` Qwen2.5-VL, SynthCXR studies, the
+offline reward, TRL's GRPOTrainer underneath.
+
+- acceptance: SFT 2 steps, then EditGRPO 3 steps: every trainable parameter changed, the frozen
+  vision tower did not, edits were made and logged, rewards finite;
+- one rollout batch looked at directly: edited rows, their inserted-token masks and our advantages;
+- the variants: edits off (plain Dr. GRPO), overwrite + off_policy, and the sample accounting of fill;
+- resume: 6 steps straight vs 3 steps, kill -9, ``--resume`` to 6 -> the same parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+
+from editgrpo.config import RLConfig, load_config
+from editgrpo.core.advantages import group_advantages
+from editgrpo.training.checkpoints import COMPLETE_MARKER, last_complete_checkpoint
+
+IMAGE_OVERRIDES = [
+    "model.dtype=float32",
+    "model.attn_implementation=eager",
+    "model.min_pixels=3136",
+    "model.max_pixels=3136",
+]
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from editgrpo.data.synth import SynthConfig, write_synthcxr
+
+    out = tmp_path_factory.mktemp("synth")
+    write_synthcxr(out, SynthConfig(n=40, seed=3, image_size=64))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sft_model(tiny_model_dir: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The acceptance's SFT stage: 2 answer-only-loss steps on SynthCXR."""
+    from editgrpo.training.sft import run_sft
+
+    out = tmp_path_factory.mktemp("sft")
+    config = load_config(
+        None,
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            *IMAGE_OVERRIDES,
+            f"data.train={synth_dir / 'train.jsonl'}",
+            f"output_dir={out}",
+            "use_cpu=true",
+            "per_device_batch_size=4",
+            "max_steps=2",
+            "eval_clinical_samples=0",
+            "optim.learning_rate=1e-3",
+        ],
+        stage="sft",
+    )
+    result = run_sft(config)
+    assert result.global_step == 2
+    return Path(result.final_checkpoint)
+
+
+def rl_overrides(model: Path, synth_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"model.name_or_path={model}",
+        *IMAGE_OVERRIDES,
+        f"data.train={synth_dir / 'train.jsonl'}",
+        f"output_dir={output_dir}",
+        "use_cpu=true",
+        "prompts_per_step=2",
+        "rollout.group_size=4",
+        "rollout.max_completion_length=40",
+        "max_steps=3",
+        "save_steps=100",
+        "optim.learning_rate=1e-3",
+        "progress_bar=false",
+        *extra,
+    ]
+
+
+def rl_config(*overrides: str) -> RLConfig:
+    config = load_config(None, list(overrides), stage="rl")
+    assert isinstance(config, RLConfig)
+    return config
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    from editgrpo.models.qwen_vl import load_policy
+
+    return {k: v.detach().clone() for k, v in load_policy(str(path)).named_parameters()}
+
+
+def test_sft_then_editgrpo_changes_every_trainable_parameter(
+    sft_model: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    from editgrpo.training.trainer import LOG_HISTORY, run_train
+
+    before = _state(sft_model)
+    result = run_train(rl_config(*rl_overrides(sft_model, synth_dir, tmp_path / "rl")))
+    assert result.global_step == 3
+    after = _state(Path(result.final_checkpoint))
+    vision = {k for k in before if k.startswith(("model.visual.", "visual."))}
+    assert vision, "the tiny model has a vision tower"
+    unchanged = [k for k in before if k not in vision and torch.equal(before[k], after[k])]
+    assert not unchanged, f"trainable parameters left unchanged: {unchanged}"
+    assert all(torch.equal(before[k], after[k]) for k in vision), "the frozen vision tower moved"
+
+    steps = [entry for entry in result.log_history if "rewards/on_policy/total" in entry]
+    assert len(steps) == 3
+    assert max(entry["edits/changed_rate"] for entry in steps) > 0
+    for entry in steps:
+        for key in ("rewards/on_policy/total", "reward", "kl", "entropy", "loss"):
+            assert math.isfinite(entry[key]), (key, entry[key])
+        assert 0.0 <= entry["rewards/on_policy/total"] <= 3.0
+        assert entry["edits/edited_rows_frac"] <= 0.5 + 1e-9
+        for key in ("time/generate", "time/edit", "time/score", "time/update"):
+            assert entry[key] >= 0.0
+        assert any(key.startswith("labels/") and key.endswith("/recall") for key in entry)
+    assert any("rewards/edited/total" in entry for entry in steps)
+    lines = (tmp_path / "rl" / LOG_HISTORY).read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines][:3] == [1, 2, 3]
+    assert (tmp_path / "rl" / "resolved_config.yaml").is_file()
+
+
+def test_one_rollout_batch_edits_masks_and_advantages(
+    sft_model: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    """A real rollout batch: edited rows are the last k of each group, their inserted tokens decode
+    to reference text, other rows have no inserted token, advantages are ours."""
+    from editgrpo.training.trainer import build_trainer
+
+    config = rl_config(*rl_overrides(sft_model, synth_dir, tmp_path / "rl"))
+    trainer, _, _ = build_trainer(config)
+    trainer.model.train()
+    dataset = trainer.train_dataset
+    inputs = [dataset[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)]
+    out = trainer._generate_and_score_completions(inputs)
+    tokenizer = trainer._tokenizer
+    edited = out["is_edited"].tolist()
+    records = trainer._records
+    assert len(records) == 8
+    for row, record in enumerate(records):
+        ids = out["completion_ids"][row][out["completion_mask"][row].bool()].tolist()
+        inserted = out["inserted_mask"][row][: len(ids)].tolist()
+        if record.kind == "edit":
+            assert edited[row] and row % 4 >= 2, "edits go to the last k slots of a group"
+            assert record.source is not None and record.source // 4 == row // 4 and record.source % 4 < 2
+            # Replaced or appended sentences bring reference tokens; a pure deletion brings none.
+            assert any(inserted) == bool({"replace", "append"} & set(record.ops)) or len(ids) == 40
+            reference = inputs[row]["reference"]
+            pieces = tokenizer.decode(
+                [t for t, m in zip(ids, inserted, strict=True) if m], skip_special_tokens=True
+            )
+            for word in pieces.split():
+                assert word in reference, (word, reference)
+        else:
+            assert not edited[row] and not any(inserted)
+    totals = trainer._gathered_totals
+    expected, _ = group_advantages(totals, 4, scale="none")
+    assert torch.allclose(out["advantages"], expected)
+
+
+def test_edits_off_is_plain_dr_grpo(sft_model: Path, synth_dir: Path, tmp_path: Path) -> None:
+    from editgrpo.training.trainer import run_train
+
+    result = run_train(
+        rl_config(*rl_overrides(sft_model, synth_dir, tmp_path / "rl", "edit.enabled=false", "max_steps=2"))
+    )
+    steps = [entry for entry in result.log_history if "rewards/on_policy/total" in entry]
+    assert len(steps) == 2
+    assert all(entry["edits/edited_rows_frac"] == 0.0 for entry in steps)
+    assert all(entry["generation/sampled_per_completion"] == 1.0 for entry in steps)
+    assert not any("rewards/edited/total" in entry or "edits/changed_rate" in entry for entry in steps)
+
+
+def test_overwrite_with_off_policy_tokens_and_fill_sample_accounting(
+    sft_model: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    from editgrpo.training.trainer import run_train
+
+    overwrite = run_train(
+        rl_config(
+            *rl_overrides(
+                sft_model,
+                synth_dir,
+                tmp_path / "overwrite",
+                "edit.generation=overwrite",
+                "edit.token_treatment=off_policy",
+                "max_steps=2",
+            )
+        )
+    )
+    steps = [entry for entry in overwrite.log_history if "rewards/on_policy/total" in entry]
+    # overwrite samples all G rows of each group; edited targets discard theirs.
+    assert all(entry["generation/sampled_per_completion"] == 1.0 for entry in steps)
+    assert any(0.0 < entry.get("loss/off_policy_prob_mean", 0.0) <= 1.0 for entry in steps)
+
+    fill = run_train(rl_config(*rl_overrides(sft_model, synth_dir, tmp_path / "fill", "max_steps=2")))
+    for entry in (e for e in fill.log_history if "rewards/on_policy/total" in e):
+        # fill samples G - k rows per group, plus one per slot whose edit changed nothing.
+        assert entry["generation/sampled_per_completion"] == pytest.approx(
+            0.5 + entry["edits/topup_rows_frac"]
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume after kill -9
+# ---------------------------------------------------------------------------------------------
+
+
+def _train_command(recipe: Path, overrides: list[str], *flags: str) -> list[str]:
+    return [sys.executable, "-m", "editgrpo", "train", str(recipe), *overrides, *flags]
+
+
+def _env() -> dict[str, str]:
+    # One thread each: CPU kernels then reduce in the same order in every process.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_resume_after_kill_gives_the_uninterrupted_parameters(
+    sft_model: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    common = ["max_steps=6", "save_steps=1", "rollout.max_completion_length=24"]
+    recipe = tmp_path / "rl.yaml"
+    recipe.write_text("stage: rl\n")
+    straight = tmp_path / "straight"
+    run = subprocess.run(
+        _train_command(recipe, rl_overrides(sft_model, synth_dir, straight, *common)),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    interrupted = tmp_path / "interrupted"
+    overrides = rl_overrides(sft_model, synth_dir, interrupted, *common)
+    process = subprocess.Popen(
+        _train_command(recipe, overrides), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    while not (interrupted / "checkpoint-3" / COMPLETE_MARKER).exists():
+        assert process.poll() is None, "the run ended before checkpoint-3"
+        assert time.monotonic() < deadline, "no checkpoint-3 in time"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    killed_at = last_complete_checkpoint(interrupted)
+    assert killed_at is not None and not (interrupted / "final").exists()
+
+    resumed = subprocess.run(
+        _train_command(recipe, overrides, "--resume"), env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["resumed_from"] == str(killed_at) and summary["global_step"] == 6
+
+    a, b = _state(straight / "final"), _state(interrupted / "final")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-5, f"resumed parameters differ from the uninterrupted run by {worst}"
