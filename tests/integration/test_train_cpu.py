@@ -270,3 +270,49 @@ def test_resume_after_kill_gives_the_uninterrupted_parameters(
     assert a.keys() == b.keys()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst < 1e-5, f"resumed parameters differ from the uninterrupted run by {worst}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped CPU recipes
+# ---------------------------------------------------------------------------------------------
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+@pytest.mark.parametrize("recipe", ["cpu_smoke.yaml", "cpu_smoke_balanced.yaml"])
+def test_shipped_cpu_recipes_train_end_to_end(
+    recipe: str, sft_model: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    """The recipes as shipped (paths pointed at this test's files), with the balanced variant's
+    frequencies written by label-stats: radgraph + chexbert + ratescore + chexpert_balanced."""
+    from editgrpo.eval.label_stats import label_stats
+    from editgrpo.training.trainer import run_train
+
+    freqs = tmp_path / "freqs.json"
+    label_stats(synth_dir / "train.jsonl", freqs, section="findings")
+    config = load_config(
+        RECIPES / recipe,
+        [
+            f"model.name_or_path={sft_model}",
+            f"data.train={synth_dir / 'train.jsonl'}",
+            f"output_dir={tmp_path / 'run'}",
+            "max_steps=2",
+            "prompts_per_step=2",
+            "rollout.max_completion_length=32",
+            "progress_bar=false",
+            *([f"reward.label_freqs={freqs}"] if "balanced" in recipe else []),
+        ],
+        stage="rl",
+    )
+    result = run_train(config)
+    steps = [entry for entry in result.log_history if "rewards/on_policy/total" in entry]
+    assert len(steps) == 2
+    components = set(config.reward.components)
+    assert ("chexpert_balanced" in components) == ("balanced" in recipe)
+    for entry in steps:
+        for name in components:
+            value = entry[f"rewards/on_policy/{name}"]
+            assert math.isfinite(value) and 0.0 <= value <= 1.0, (name, value)
+        assert 0.0 <= entry["rewards/on_policy/total"] <= len(components)
+        # The per-label breakdown: recall where a reference is positive, FP rate where negative.
+        assert "labels/No Finding/recall" in entry or "labels/No Finding/false_positive_rate" in entry
