@@ -267,6 +267,7 @@ def _generate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from editgrpo.config import GenerateConfig
     from editgrpo.data.prompts import PromptOptions
     from editgrpo.eval.generate import GenerateOptions, generate_predictions, resolve_device
 
@@ -274,7 +275,12 @@ def _generate(args: argparse.Namespace) -> int:
         prompt = PromptOptions(max_images=args.max_images)
     except ValueError as err:
         raise UserError(f"--max-images: {err}") from None
-    settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
+    settings = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "seed": args.seed,
+        "engine": args.engine,
+    }
     options = GenerateOptions(
         model=args.model,
         split=args.split,
@@ -288,14 +294,46 @@ def _generate(args: argparse.Namespace) -> int:
         raise UserError("--max-new-tokens must be >= 1 and --temperature >= 0 (0 = greedy)")
     if args.model.startswith(("/", ".", "~")) and not Path(args.model).expanduser().exists():
         raise UserError(f"--model {args.model}: no such directory")
+    # The engine's settings follow GenerateConfig's rules (field names in the message).
+    GenerateConfig(
+        engine=args.engine,
+        max_new_tokens=args.max_new_tokens,
+        vllm_gpu_memory_utilization=args.gpu_memory_utilization,
+        vllm_tensor_parallel_size=args.tensor_parallel_size,
+        vllm_max_model_len=args.max_model_len,
+    )
+    if args.engine == "vllm" and args.device not in ("auto", "cuda"):
+        raise UserError(
+            f"--device {args.device}: the vllm engine runs on all visible CUDA GPUs; pick them with "
+            "CUDA_VISIBLE_DEVICES, or use --engine hf"
+        )
+    model_path = str(Path(args.model).expanduser()) if args.model.startswith("~") else args.model
+
+    def make_vllm_generator():
+        from editgrpo.models.generation_vllm import VLLMGenerator
+
+        return VLLMGenerator.load(
+            model_path,
+            max_images=args.max_images,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
+            dtype=args.dtype,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            tensor_parallel_size=args.tensor_parallel_size,
+            max_model_len=args.max_model_len,
+            seed=args.seed,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+        )
 
     def make_generator():  # called only when some study still needs a prediction
+        if args.engine == "vllm":
+            return make_vllm_generator()
         from functools import partial
 
         from editgrpo.models.generation import VisualPrompt, generate_reports
         from editgrpo.models.qwen_vl import load_policy, load_processor
 
-        model_path = str(Path(args.model).expanduser()) if args.model.startswith("~") else args.model
         try:
             processor = load_processor(model_path, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
             model = load_policy(model_path, dtype=args.dtype, device=resolve_device(args.device))
@@ -497,6 +535,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights dtype (default auto: the checkpoint's)",
     )
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
+    gen.add_argument(
+        "--engine",
+        default="hf",
+        choices=["hf", "vllm"],
+        help="hf: transformers generate (default); vllm: vLLM's offline engine (CUDA, editgrpo[gpu])",
+    )
+    gen.add_argument(
+        "--gpu-memory-utilization", type=float, default=0.9, help="vllm: share of GPU memory (default 0.9)"
+    )
+    gen.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model (default 1)")
+    gen.add_argument(
+        "--max-model-len", type=int, default=None, help="vllm: context length (default: checkpoint's)"
+    )
     gen.set_defaults(func=_generate)
 
     stats = sub.add_parser("label-stats", help="per-label positive frequencies of a manifest's references")

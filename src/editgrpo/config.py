@@ -606,12 +606,43 @@ class GenerateConfig(Section):
     max_new_tokens: int = 256
     temperature: float = 0.0
     num_samples: int = 1
+    # hf: transformers generate (CPU or GPU); vllm: vLLM's offline engine (CUDA GPUs, the `gpu` extra).
+    engine: str = "hf"
+    # vllm only: share of each GPU's memory vLLM may take (weights + KV cache), GPUs per model
+    # copy, and the context length (None: the checkpoint's).
+    vllm_gpu_memory_utilization: float = 0.9
+    vllm_tensor_parallel_size: int = 1
+    vllm_max_model_len: int | None = None
+
+    ENGINES: ClassVar[tuple[str, ...]] = ("hf", "vllm")
 
     def problems(self) -> list[Problem]:
-        out = _positive("", "batch_size", self.batch_size)
+        out = _choice("", "engine", self.engine, self.ENGINES)
+        out += _positive("", "batch_size", self.batch_size)
         out += _positive("", "max_new_tokens", self.max_new_tokens)
         out += _positive("", "temperature", self.temperature, allow_zero=True)
         out += _positive("", "num_samples", self.num_samples)
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            out.append(
+                Problem(
+                    "vllm_gpu_memory_utilization",
+                    self.vllm_gpu_memory_utilization,
+                    "must be in (0, 1]",
+                    "use 0.9 (lower it when another process shares the GPU)",
+                )
+            )
+        out += _positive("", "vllm_tensor_parallel_size", self.vllm_tensor_parallel_size)
+        out += _positive("", "vllm_max_model_len", self.vllm_max_model_len)
+        if self.vllm_max_model_len is not None and 0 < self.vllm_max_model_len <= self.max_new_tokens:
+            out.append(
+                Problem(
+                    "vllm_max_model_len",
+                    self.vllm_max_model_len,
+                    f"leaves no room for the prompt: it must exceed max_new_tokens ({self.max_new_tokens})",
+                    "raise it (prompt tokens, images included, + max_new_tokens) or leave it unset "
+                    "for the checkpoint's",
+                )
+            )
         if self.num_samples > 1 and self.temperature == 0:
             out.append(
                 Problem(

@@ -28,12 +28,17 @@ def build_messages(prompt: VisualPrompt) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content}]
 
 
+def render_prompt(processor: Any, prompt: VisualPrompt) -> str:
+    """The chat-template text of one prompt, ending with the assistant turn's opening: one
+    ``<|vision_start|><|image_pad|><|vision_end|>`` per image, in ``prompt.images`` order. The one
+    rendering both engines use (HF ``encode_prompts`` here, vLLM in ``generation_vllm.py``), so
+    the two see the same text."""
+    return processor.apply_chat_template(build_messages(prompt), add_generation_prompt=True, tokenize=False)
+
+
 def encode_prompts(processor: Any, prompts: Sequence[VisualPrompt]) -> Any:
     """Tokenise a batch of prompts (left-padded) with their images into model inputs."""
-    texts = [
-        processor.apply_chat_template(build_messages(p), add_generation_prompt=True, tokenize=False)
-        for p in prompts
-    ]
+    texts = [render_prompt(processor, p) for p in prompts]
     images = [image for p in prompts for image in p.images]
     return processor(text=texts, images=images or None, padding=True, return_tensors="pt")
 
