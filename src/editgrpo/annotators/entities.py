@@ -496,6 +496,15 @@ ENTITY_BACKENDS: dict[str, type] = {
     "radgraph": RadGraphPackageExtractor,
 }
 
+# What each backend fills in ``ReportEntities``: "rate" (RaTE entities: RaTEScore, the edits) and/or
+# "graph" (RadGraph entities and relations: RadGraph F1). A component scored on a backend that
+# leaves its part empty would read 0 for every text, so the reward refuses that pairing.
+ENTITY_OUTPUTS: dict[str, frozenset[str]] = {
+    "lexicon": frozenset({"rate", "graph"}),
+    "rate": frozenset({"rate"}),
+    "radgraph": frozenset({"graph"}),
+}
+
 
 def build_entity_extractor(name: str = "lexicon", **options: object):
     """The entity backend ``name`` (see ``ENTITY_BACKENDS``), built with ``options``."""

@@ -36,7 +36,7 @@ from typing import Any
 
 from editgrpo.annotators.chexpert import build_labeler
 from editgrpo.annotators.embeddings import build_embedder
-from editgrpo.annotators.entities import build_entity_extractor
+from editgrpo.annotators.entities import ENTITY_OUTPUTS, build_entity_extractor
 from editgrpo.metrics.chexbert_f1 import UNCERTAIN_AS, label_outcomes, pair_micro_f1
 from editgrpo.metrics.chexpert_balanced import balanced_accuracy
 from editgrpo.metrics.radgraph_f1 import radgraph_f1_pair
@@ -103,6 +103,8 @@ class CompositeReward:
         labeler_options: Mapping[str, Any] | None = None,
         entities: str = "lexicon",
         entity_options: Mapping[str, Any] | None = None,
+        graph_entities: str | None = None,
+        graph_entity_options: Mapping[str, Any] | None = None,
         embedder: str = "lexical",
         embedder_options: Mapping[str, Any] | None = None,
         ratescore_version: str = "0.5",
@@ -143,15 +145,44 @@ class CompositeReward:
             if need & {"chexbert_micro14", "chexpert_balanced"}
             else None
         )
+        # RaTE entities (ratescore) come from `entities`; RadGraph graphs (radgraph_partial) from
+        # `graph_entities` (default: the same backend). One backend that fills both is built once.
+        graph_backend = graph_entities or entities
+        for component, backend, part, fix in (
+            ("ratescore", entities, "rate", "reward.entities=rate (RaTE-NER) or lexicon (offline)"),
+            (
+                "radgraph_partial",
+                graph_backend,
+                "graph",
+                "reward.graph_entities=radgraph (the RadGraph model) or lexicon (offline)",
+            ),
+        ):
+            if component in need and part not in ENTITY_OUTPUTS.get(backend, frozenset({part})):
+                raise ValueError(
+                    f"the {component} component needs {'RaTE entities' if part == 'rate' else 'RadGraph graphs'}, "
+                    f"which the {backend!r} entity backend does not produce (it would score 0 for every "
+                    f"text). Fix: {fix}."
+                )
+        shared = graph_backend == entities and graph_entity_options is None
+        needs_main = "ratescore" in need or ("radgraph_partial" in need and shared)
         self.extractor = (
-            build_entity_extractor(entities, **dict(entity_options or {}))
-            if need & {"radgraph_partial", "ratescore"}
-            else None
+            build_entity_extractor(entities, **dict(entity_options or {})) if needs_main else None
         )
+        if "radgraph_partial" not in need:
+            self.graph_extractor = None
+        elif shared:
+            self.graph_extractor = self.extractor
+        else:
+            self.graph_extractor = build_entity_extractor(graph_backend, **dict(graph_entity_options or {}))
         self.embedder = (
             build_embedder(embedder, **dict(embedder_options or {})) if "ratescore" in need else None
         )
-        self.names = {"labeler": labeler, "entities": entities, "embedder": embedder}
+        self.names = {
+            "labeler": labeler,
+            "entities": entities,
+            "graph_entities": graph_backend,
+            "embedder": embedder,
+        }
         self.stats = RewardStats()
         self._references: OrderedDict[str, Analysis] = OrderedDict()
         self._reference_cache_size = reference_cache_size
@@ -166,6 +197,7 @@ class CompositeReward:
             labeler_options={"checkpoint": config.labeler_checkpoint} if config.labeler_checkpoint else None,
             entities=config.entities,
             entity_options={"model": config.entity_model} if config.entity_model else None,
+            graph_entities=config.graph_entities,
             embedder=config.embedder,
             embedder_options={"model": config.embedder_model} if config.embedder_model else None,
             ratescore_version=config.ratescore_version,
@@ -201,6 +233,12 @@ class CompositeReward:
             if self.extractor is not None
             else [None] * len(valid)
         )
+        if self.graph_extractor is None:
+            graphs = [None] * len(valid)
+        elif self.graph_extractor is self.extractor:
+            graphs = extracted
+        else:
+            graphs = self._guarded(self.graph_extractor.extract, valid)
         rate: list[Any] = [None] * len(valid)
         if self.embedder is not None:
             names = [e.text for report in extracted if report is not None for e in report.rate]
@@ -213,14 +251,14 @@ class CompositeReward:
                 cursor += len(report.rate)
                 if all(v is not None for v in chunk):
                     rate[k] = [(e.rate_type, v) for e, v in zip(report.rate, chunk, strict=True)]
-        per_valid = iter(zip(labels, extracted, rate, strict=True))
+        per_valid = iter(zip(labels, graphs, rate, strict=True))
         analyses = []
         for text in texts:
             if text is None:  # not a string: nothing can score it
                 analyses.append(Analysis())
                 continue
-            label, report, rate_entities = next(per_valid)
-            graph = report.to_radgraph() if report is not None else None
+            label, graph_report, rate_entities = next(per_valid)
+            graph = graph_report.to_radgraph() if graph_report is not None else None
             analyses.append(Analysis(labels=label, graph=graph, rate=rate_entities))
         return analyses
 

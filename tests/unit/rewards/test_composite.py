@@ -39,6 +39,33 @@ def test_config_names_match_the_registries() -> None:
     assert set(ENTITY_NAMES) == set(ENTITY_BACKENDS)
     assert set(EMBEDDER_NAMES) == set(EMBEDDING_BACKENDS)
     assert set(RATESCORE_VERSION_NAMES) == set(RATESCORE_VERSIONS)
+    from editgrpo.annotators.entities import ENTITY_OUTPUTS
+    from editgrpo.config import ENTITY_OUTPUTS as CONFIG_ENTITY_OUTPUTS
+
+    assert {k: frozenset(v) for k, v in CONFIG_ENTITY_OUTPUTS.items()} == ENTITY_OUTPUTS
+
+
+def test_a_backend_that_cannot_make_a_components_input_is_refused() -> None:
+    # `rate` makes RaTE entities only: RadGraph F1 on it would be 0 for every text. Refused before
+    # any model is loaded, with the fix.
+    with pytest.raises(ValueError, match="graph_entities=radgraph"):
+        CompositeReward(entities="rate")
+    with pytest.raises(ValueError, match="entities=rate"):
+        CompositeReward({"ratescore": 1.0}, entities="radgraph")
+    from editgrpo.config import ConfigError, RewardConfig
+
+    with pytest.raises(
+        ConfigError, match="graph_entities = None: the 'rate' backend makes no RadGraph graphs"
+    ):
+        RewardConfig(entities="rate")
+    assert not RewardConfig(entities="rate", graph_entities="radgraph").problems()
+
+
+def test_graphs_from_a_separate_backend_score_like_a_shared_one(reward: CompositeReward) -> None:
+    separate = CompositeReward(graph_entities="lexicon", graph_entity_options={"scope_words": 8})
+    assert separate.graph_extractor is not separate.extractor and reward.graph_extractor is reward.extractor
+    hyps = ["Mild cardiomegaly. No pleural effusion.", "Left lower lobe consolidation.", REF]
+    assert separate.score(hyps, [REF] * 3) == reward.score(hyps, [REF] * 3)
 
 
 def test_components_equal_the_metrics_on_the_annotations(reward: CompositeReward) -> None:
