@@ -295,6 +295,12 @@ REWARD_COMPONENTS: tuple[str, ...] = (
 )
 LABELER_NAMES: tuple[str, ...] = ("rules", "chexbert")
 ENTITY_NAMES: tuple[str, ...] = ("lexicon", "rate", "radgraph")
+# What each entity backend produces (annotators/entities.py ENTITY_OUTPUTS; equality tested).
+ENTITY_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "lexicon": ("rate", "graph"),
+    "rate": ("rate",),
+    "radgraph": ("graph",),
+}
 EMBEDDER_NAMES: tuple[str, ...] = ("lexical", "minilm", "biolord")
 RATESCORE_VERSION_NAMES: tuple[str, ...] = ("0.5", "0.6", "0.6-short")
 
@@ -311,6 +317,9 @@ class RewardConfig(Section):
     labeler_checkpoint: str | None = None
     entities: str = "lexicon"
     entity_model: str | None = None
+    # Backend of the RadGraph graphs for radgraph_partial; None: `entities` (which must then make
+    # graphs: `rate` makes only RaTE entities, `radgraph` only graphs).
+    graph_entities: str | None = None
     embedder: str = "lexical"
     embedder_model: str | None = None
     ratescore_version: str = "0.5"
@@ -328,6 +337,29 @@ class RewardConfig(Section):
         out = _choice("", "scoring", self.scoring, self.SCORING)
         out += _choice("", "labeler", self.labeler, LABELER_NAMES)
         out += _choice("", "entities", self.entities, ENTITY_NAMES)
+        if self.graph_entities is not None:
+            out += _choice("", "graph_entities", self.graph_entities, ENTITY_NAMES)
+        graph_backend = self.graph_entities or self.entities
+        if "ratescore" in self.components and "rate" not in ENTITY_OUTPUTS.get(self.entities, ("rate",)):
+            out.append(
+                Problem(
+                    "entities",
+                    self.entities,
+                    "makes no RaTE entities, which the ratescore component needs",
+                    "use entities=rate (RaTE-NER) or lexicon (offline)",
+                )
+            )
+        if "radgraph_partial" in self.components and "graph" not in ENTITY_OUTPUTS.get(
+            graph_backend, ("graph",)
+        ):
+            out.append(
+                Problem(
+                    "graph_entities",
+                    self.graph_entities,
+                    f"the {graph_backend!r} backend makes no RadGraph graphs, which radgraph_partial needs",
+                    "set graph_entities=radgraph (the RadGraph model) or lexicon (offline)",
+                )
+            )
         out += _choice("", "embedder", self.embedder, EMBEDDER_NAMES)
         out += _choice("", "ratescore_version", self.ratescore_version, RATESCORE_VERSION_NAMES)
         out += _positive("", "timeout_s", self.timeout_s)
