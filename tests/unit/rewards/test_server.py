@@ -376,7 +376,12 @@ def test_health_names_components_and_backends(url: str) -> None:
         health = client.health()
     assert health["status"] == "ok" and health["auth"] == "bearer"
     assert health["components"] == {"radgraph_partial": 1.0, "chexbert_micro14": 1.0, "ratescore": 1.0}
-    assert health["backends"] == {"labeler": "rules", "entities": "lexicon", "embedder": "lexical"}
+    assert health["backends"] == {
+        "labeler": "rules",
+        "entities": "lexicon",
+        "graph_entities": "lexicon",
+        "embedder": "lexical",
+    }
 
 
 def test_metrics_count_routes_statuses_batches_and_unscorable(url: str) -> None:
