@@ -316,3 +316,20 @@ def test_shipped_cpu_recipes_train_end_to_end(
         assert 0.0 <= entry["rewards/on_policy/total"] <= len(components)
         # The per-label breakdown: recall where a reference is positive, FP rate where negative.
         assert "labels/No Finding/recall" in entry or "labels/No Finding/false_positive_rate" in entry
+
+
+def test_kl_is_measured_against_the_named_reference(
+    tiny_model_dir: Path, sft_model: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    """The KL reference is the initial policy by default (KL 0 on the first step, before any
+    update) and ``reference_model`` when named (the untrained base here: KL > 0 at once)."""
+    from editgrpo.training.trainer import run_train
+
+    first = {}
+    for name, extra in (("initial", []), ("base", [f"reference_model={tiny_model_dir}"])):
+        result = run_train(
+            rl_config(*rl_overrides(sft_model, synth_dir, tmp_path / name, "max_steps=1", *extra))
+        )
+        first[name] = next(entry["kl"] for entry in result.log_history if "kl" in entry)
+    assert first["initial"] == pytest.approx(0.0, abs=1e-6)
+    assert first["base"] > 1e-3
