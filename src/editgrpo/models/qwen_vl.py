@@ -84,6 +84,19 @@ def load_policy(
     return model
 
 
+def load_model_section(model: Any) -> tuple[ImageOnlyQwen2_5_VLProcessor, Any]:
+    """``(processor, policy)`` of a recipe's ``model:`` section (``config.ModelConfig``: name_or_path,
+    dtype, attn_implementation, min/max_pixels, freeze_vision): the one loading path of SFT and RL."""
+    processor = load_processor(model.name_or_path, min_pixels=model.min_pixels, max_pixels=model.max_pixels)
+    policy = load_policy(
+        model.name_or_path,
+        dtype=model.dtype,
+        attn_implementation=model.attn_implementation,
+        freeze_vision=model.freeze_vision,
+    )
+    return processor, policy
+
+
 def vision_tower(model: Any) -> Any:
     """The vision encoder (blocks + merger) of a Qwen2.5-VL model."""
     return model.model.visual

@@ -498,7 +498,7 @@ def run_sft(config: SFTConfig) -> SFTResult:
     """Run the SFT recipe of ``config`` (see the module docstring for the phases)."""
     from trl import SFTTrainer
 
-    from editgrpo.models.qwen_vl import load_policy, load_processor
+    from editgrpo.models.qwen_vl import load_model_section
 
     # Phase 1: config, resolved next to the outputs.
     if config.data.train is None:
@@ -510,15 +510,7 @@ def run_sft(config: SFTConfig) -> SFTResult:
     save_resolved_config(config, output_dir)
 
     # Phase 2: processor and policy (tiny or real: the same loader).
-    processor = load_processor(
-        config.model.name_or_path, min_pixels=config.model.min_pixels, max_pixels=config.model.max_pixels
-    )
-    model = load_policy(
-        config.model.name_or_path,
-        dtype=config.model.dtype,
-        attn_implementation=config.model.attn_implementation,
-        freeze_vision=config.model.freeze_vision,
-    )
+    processor, model = load_model_section(config.model)
 
     # Phases 3-4: manifests -> prompt/completion examples.
     train = read_examples(config.data.train, config, config.data.max_train_samples)

@@ -824,7 +824,7 @@ def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[Edit
     """The trainer of a recipe, with its data; returns ``(trainer, train_prompts, skipped)``."""
     from accelerate import PartialState
 
-    from editgrpo.models.qwen_vl import load_policy, load_processor
+    from editgrpo.models.qwen_vl import load_model_section
     from editgrpo.rewards.client import build_reward_scorer
     from editgrpo.training.progress import RichProgressCallback
 
@@ -839,15 +839,7 @@ def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[Edit
         )
 
     args = grpo_arguments(config, PartialState().num_processes)
-    processor = load_processor(
-        config.model.name_or_path, min_pixels=config.model.min_pixels, max_pixels=config.model.max_pixels
-    )
-    model = load_policy(
-        config.model.name_or_path,
-        dtype=config.model.dtype,
-        attn_implementation=config.model.attn_implementation,
-        freeze_vision=config.model.freeze_vision,
-    )
+    processor, model = load_model_section(config.model)
     scorer = build_reward_scorer(config.reward)
     editor = build_editor(config, scorer)
     all_callbacks = list(callbacks)
