@@ -333,3 +333,32 @@ def test_kl_is_measured_against_the_named_reference(
         first[name] = next(entry["kl"] for entry in result.log_history if "kl" in entry)
     assert first["initial"] == pytest.approx(0.0, abs=1e-6)
     assert first["base"] > 1e-3
+
+
+def test_training_against_a_reward_server(sft_model: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """reward.scoring=server: rewards and the edits' analyses come from a real reward server on
+    127.0.0.1; the per-component and per-label logs are the in-process ones."""
+    from editgrpo.rewards.composite import CompositeReward
+    from editgrpo.rewards.server import RewardService
+    from editgrpo.training.trainer import run_train
+    from fixtures.servers import thread_server
+
+    service = RewardService(CompositeReward())
+    with thread_server(service) as url:
+        result = run_train(
+            rl_config(
+                *rl_overrides(
+                    sft_model,
+                    synth_dir,
+                    tmp_path / "rl",
+                    "max_steps=1",
+                    "reward.scoring=server",
+                    f"reward.server_url={url}",
+                )
+            )
+        )
+    (entry,) = [e for e in result.log_history if "rewards/on_policy/total" in e]
+    for name in ("radgraph_partial", "chexbert_micro14", "ratescore"):
+        assert math.isfinite(entry[f"rewards/on_policy/{name}"])
+    assert entry["edits/changed_rate"] > 0 and entry["edits/failed_rate"] == 0.0
+    assert any(key.startswith("labels/") for key in entry)

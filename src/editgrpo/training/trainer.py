@@ -222,8 +222,9 @@ class EditGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with post-rollout edits, our advantages and our loss (module docstring).
 
     Args beyond GRPOTrainer's: ``scorer`` (``CompositeReward`` or ``RewardClient``: ``score(hyps,
-    refs) -> list[RewardResult]``), ``editor`` (a ``RolloutEditor``, None when edits are off) and the
-    recipe's ``edit`` and ``loss`` sections."""
+    refs) -> list[RewardResult]``), ``editor`` (a ``RolloutEditor``, None when edits are off), the
+    recipe's ``edit`` and ``loss`` sections, ``keep_checkpoints`` (complete checkpoints kept) and
+    ``reward_components`` (names for the logs; default: the scorer's)."""
 
     def __init__(
         self,
@@ -238,9 +239,15 @@ class EditGRPOTrainer(GRPOTrainer):
         loss: Any,
         callbacks: list[Any] | None = None,
         keep_checkpoints: int | None = None,
+        reward_components: Sequence[str] | None = None,
     ) -> None:
         check_trl_contract()
         self.scorer = scorer
+        # Component names for the logs, the same on every process (a reward server's client does
+        # not know them; the recipe does).
+        self.reward_components = sorted(
+            reward_components if reward_components is not None else getattr(scorer, "components", {})
+        )
         self.editor = editor
         self.edit_config = edit
         self.loss_config = loss
@@ -500,7 +507,7 @@ class EditGRPOTrainer(GRPOTrainer):
         gets right, so a user sees whether rare findings are being learned)."""
         results = self._last_results or []
         records = self._records or [RolloutRecord() for _ in range(num_rows)]
-        components = sorted(getattr(self.scorer, "components", {}) or {})
+        components = self.reward_components
         values: dict[str, list[float]] = {}
         for kind in ("on_policy", "edited"):
             for key in ("total", *components):
@@ -862,6 +869,7 @@ def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[Edit
             loss=config.loss,
             callbacks=all_callbacks,
             keep_checkpoints=config.save_total_limit,
+            reward_components=list(config.reward.components),
         )
     finally:
         model.config._name_or_path = original_name
