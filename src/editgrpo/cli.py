@@ -56,13 +56,123 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from editgrpo.demo import run_demo
+    import contextlib
+    import re
+    import sys
+    import time
+    from pathlib import Path
 
-    result = run_demo(args.out, size=args.size, seed=args.seed)
-    print(f"tiny Qwen2.5-VL ({result['model']['parameters']:,} parameters) saved under {args.out}/tiny-model")
-    print(f"study views: {', '.join(result['views'])}")
-    print(f"generated report (random weights, so noise): {result['report']!r}")
-    print(f"outputs: {args.out}/reports.json, {args.out}/resolved_config.yaml")
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from editgrpo.demo import TABLE_COLUMNS, DemoEvent, run_demo
+
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds}: give 1 or more (the full demo's default is 3)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    console = Console(file=sys.stdout, soft_wrap=True)  # the real stdout: the run's own is redirected
+    live = console.is_interactive
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[figures]}", markup=False),
+        console=console,
+        disable=not live,
+    )
+    tasks: dict[str, int] = {}
+    started: dict[str, float] = {}
+    state: dict[str, object] = {"stage": None, "figures": "", "log_every": None, "logged": 0}
+
+    def on_event(event: DemoEvent) -> None:
+        figures = "  ".join(
+            part
+            for part in (f"reward {event.reward:.3f}" if event.reward is not None else "", event.note)
+            if part
+        )
+        if event.stage not in tasks:
+            previous = state["stage"]
+            if isinstance(previous, str):
+                if not live:
+                    took = time.perf_counter() - started[previous]
+                    console.print(f"  done {previous} in {took:.0f} s  {state['figures']}", markup=False)
+                task = tasks[previous]
+                bar.update(task, completed=bar.tasks[task].total or 1, total=bar.tasks[task].total or 1)
+            tasks[event.stage] = bar.add_task(event.stage, total=event.total, figures="")
+            started[event.stage] = time.perf_counter()
+            state["stage"] = event.stage
+            state["figures"] = ""
+            state["log_every"], state["logged"] = event.log_every, 0
+            if not live:
+                console.print(f"[demo] {event.stage} {figures}", markup=False)
+        if figures:
+            state["figures"] = figures
+        bar.update(tasks[event.stage], completed=event.done, total=event.total, figures=figures)
+
+    class TqdmTap:
+        """stdout and stderr during the run: kept in demo.log; the SFT trainer's output (its tqdm
+        bar "12/300 [" or its printed log entries, one per ``log_every`` steps, with the loss)
+        moves the SFT row of the display."""
+
+        pattern = re.compile(r"(\d+)/(\d+) \[")
+        loss = re.compile(r"'loss': '([0-9.]+)'")
+
+        def __init__(self, handle) -> None:
+            self.handle = handle
+
+        def write(self, text: str) -> int:
+            self.handle.write(text)
+            found = self.pattern.findall(text)
+            if found and state["stage"] == "SFT":
+                done, total = found[-1]
+                if int(total) == bar.tasks[tasks["SFT"]].total:  # not a weight-loading bar
+                    bar.update(tasks["SFT"], completed=int(done))
+            losses = self.loss.findall(text)
+            if losses and state["stage"] == "SFT":
+                # One printed entry per logging interval (transformers prints them when its bar is off).
+                state["logged"] = int(state["logged"]) + len(losses)
+                state["figures"] = f"loss {losses[-1]}"
+                every = state["log_every"]
+                done = {"completed": int(state["logged"]) * every} if isinstance(every, int) else {}
+                bar.update(tasks["SFT"], figures=state["figures"], **done)
+            return len(text)
+
+        def flush(self) -> None:
+            self.handle.flush()
+
+        def isatty(self) -> bool:
+            return False
+
+    with (
+        open(out / "demo.log", "w", encoding="utf-8", buffering=1) as log,
+        bar,
+        contextlib.redirect_stderr(TqdmTap(log)),
+        contextlib.redirect_stdout(TqdmTap(log)),
+    ):
+        results = run_demo(out, quick=args.quick, seeds=args.seeds, progress=on_event)
+    rows = results["table"]
+    console.print()
+    header = "| model | " + " | ".join(h for _, h in TABLE_COLUMNS[:6]) + " |"
+    console.print(header, markup=False)
+    console.print("|---" * (len(TABLE_COLUMNS[:6]) + 1) + "|", markup=False)
+    for name, row in rows.items():
+        cells = [f"{row[k]['value']:.3f}" if k in row else "-" for k, _ in TABLE_COLUMNS[:6]]
+        console.print(f"| {name} | " + " | ".join(cells) + " |", markup=False)
+    console.print(
+        f"report: {out / 'report.md'} and {out / 'report.html'} (curves: {out / 'reward_curves.png'}); "
+        f"total {results['timings_s']['total']:.0f} s",
+        markup=False,
+    )
     return 0
 
 
@@ -591,10 +701,15 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     comp.set_defaults(func=_compare)
 
-    demo = sub.add_parser("demo", help="the end-to-end CPU demo (what `make demo` runs)")
-    demo.add_argument("--out", default="runs/demo", help="output directory")
-    demo.add_argument("--size", default="s", help="tiny model size")
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser(
+        "demo",
+        help="SFT -> Dr. GRPO vs EditGRPO -> evaluation on SynthCXR, on a CPU (what `make demo` runs)",
+    )
+    demo.add_argument(
+        "--out", default="runs/demo", help="output directory (report.md, report.html, results.json)"
+    )
+    demo.add_argument("--quick", action="store_true", help="the CI-sized run (1 seed, a few steps; minutes)")
+    demo.add_argument("--seeds", type=int, default=None, help="RL seeds (default: 3 full, 1 quick)")
     demo.set_defaults(func=_demo)
 
     sft = sub.add_parser(

@@ -99,17 +99,6 @@ def test_tiny_model_user_errors(tmp_path: Path, args: list[str], message: str) -
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_demo_generates_a_report_for_a_three_view_study(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    result = editgrpo("demo", "--out", str(out), "--size", "xs")
-    assert result.returncode == 0, result.stderr
-    report = json.loads((out / "reports.json").read_text())
-    assert report["views"] == ["current PA", "current lateral", "prior PA"]
-    assert isinstance(report["report"], str) and report["report"]
-    resolved = (out / "resolved_config.yaml").read_text()
-    assert "stage: generate" in resolved and str(out / "tiny-model") in resolved
-
-
 def test_prepare_iu_xray_writes_manifest_rejects_and_summary(tmp_path: Path) -> None:
     from fixtures.openi import write_archive
 
