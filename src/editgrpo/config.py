@@ -145,15 +145,24 @@ class DataConfig(Section):
 
     train: str | None = None
     eval: str | None = None
+    # Only the studies of this split are trained on (None: every study of `train`). A manifest of
+    # `editgrpo prepare` holds every split; without the filter the test studies would be trained on.
+    train_split: str | None = "train"
+    # Only these studies of `eval` are evaluated (None: all; e.g. "validate").
+    eval_split: str | None = None
     target_section: str = "findings"
     use_prior_images: bool = True
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
 
     SECTIONS: ClassVar[tuple[str, ...]] = ("findings", "impression", "findings_impression")
+    SPLITS: ClassVar[tuple[str, ...]] = ("train", "validate", "test")  # data.schema.SPLITS (tested)
 
     def problems(self) -> list[Problem]:
         out = _choice("", "target_section", self.target_section, self.SECTIONS)
+        for name in ("train_split", "eval_split"):
+            if getattr(self, name) is not None:
+                out += _choice("", name, getattr(self, name), self.SPLITS)
         out += _positive("", "max_train_samples", self.max_train_samples)
         out += _positive("", "max_eval_samples", self.max_eval_samples)
         return out

@@ -119,12 +119,23 @@ def build_examples(
     return SFTExamples(rows, skipped)
 
 
-def read_examples(manifest: str | Path, config: SFTConfig, limit: int | None) -> SFTExamples:
-    """The examples of one manifest; image paths are relative to the manifest's folder."""
+def read_examples(
+    manifest: str | Path, config: SFTConfig, limit: int | None, split: str | None = None
+) -> SFTExamples:
+    """The examples of one manifest (only its ``split`` studies when given); image paths are
+    relative to the manifest's folder."""
     path = Path(manifest)
     if not path.is_file():
         raise UserError(f"manifest {path}: file not found")
     studies, _ = read_manifest(path)
+    if split is not None:
+        present = sorted({study.split for study in studies})
+        studies = [study for study in studies if study.split == split]
+        if not studies:
+            raise UserError(
+                f"manifest {path}: no study of split {split!r} (splits present: {', '.join(present) or 'none'}). "
+                "Fix: set data.train_split / data.eval_split to one of them, or null to use every study"
+            )
     if limit is not None:
         studies = studies[:limit]
     options = PromptOptions(max_images=config.model.max_images, use_prior_images=config.data.use_prior_images)
@@ -513,13 +524,15 @@ def run_sft(config: SFTConfig) -> SFTResult:
     processor, model = load_model_section(config.model)
 
     # Phases 3-4: manifests -> prompt/completion examples.
-    train = read_examples(config.data.train, config, config.data.max_train_samples)
+    train = read_examples(config.data.train, config, config.data.max_train_samples, config.data.train_split)
     if not train.rows:
         raise UserError(
             f"{config.data.train}: no study has a {config.data.target_section!r} text to train on"
         )
     evaluation = (
-        read_examples(config.data.eval, config, config.data.max_eval_samples) if config.data.eval else None
+        read_examples(config.data.eval, config, config.data.max_eval_samples, config.data.eval_split)
+        if config.data.eval
+        else None
     )
     eval_rows = evaluation.rows if evaluation is not None and evaluation.rows else None
 

@@ -708,7 +708,7 @@ def read_rl_rows(
     opened per batch) and ``reference`` (the target section); studies without one are skipped."""
     from editgrpo.training.sft import read_examples
 
-    examples = read_examples(manifest, config, limit)  # duck-typed: model, data sections
+    examples = read_examples(manifest, config, limit, config.data.train_split)  # duck-typed sections
     rows = []
     for row in examples.rows:
         (assistant,) = row["completion"]

@@ -411,3 +411,27 @@ def test_clinical_scores_match_the_metrics_modules(synth_dir: Path) -> None:
     # Hand-computed corner: identical texts score 1 on micro F1 and RadGraph.
     same = clinical_scores(references[:2], references[:2], reward)
     assert same["chexpert_rules_micro_f1_14"] == 1.0 and same["radgraph_lexicon_f1"] == 1.0
+
+
+def test_training_reads_only_the_train_split(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A manifest holding every split (as `editgrpo prepare` writes one) trains on `train` only;
+    a split with no study is a clear error naming the splits present."""
+    from editgrpo.data.synth import SynthConfig, write_synthcxr
+    from editgrpo.training.sft import read_examples
+
+    synth = tmp_path / "synth"
+    write_synthcxr(synth, SynthConfig(n=30, seed=1, image_size=IMAGE_SIZE))
+    # One manifest of every split, beside the images its paths are relative to.
+    combined = synth / "all.jsonl"
+    combined.write_text(
+        "".join((synth / f"{s}.jsonl").read_text() for s in ("train", "validate", "test")), encoding="utf-8"
+    )
+    train_lines = len((synth / "train.jsonl").read_text().splitlines())
+    config = _config(tiny_model_dir, synth, tmp_path / "out", f"data.train={combined}")
+    from editgrpo.data.schema import SPLITS
+
+    assert config.data.train_split == "train" and config.data.SPLITS == SPLITS
+    assert len(read_examples(combined, config, None, "train").rows) == train_lines
+    assert len(read_examples(combined, config, None).rows) == len(combined.read_text().splitlines())
+    with pytest.raises(UserError, match=r"no study of split 'test' \(splits present: train\)"):
+        read_examples(synth / "train.jsonl", config, None, "test")
