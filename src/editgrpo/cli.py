@@ -321,7 +321,7 @@ def _sft(args: argparse.Namespace) -> int:
     from editgrpo.config import load_config
     from editgrpo.training.sft import run_sft
 
-    result = run_sft(load_config(args.recipe, args.overrides, stage="sft"))
+    result = run_sft(load_config(args.recipe, args.overrides, stage="sft"), resume=args.resume)
     print(
         json.dumps(
             {
@@ -721,6 +721,11 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("recipe", help="YAML recipe with `stage: sft`")
     sft.add_argument(
         "overrides", nargs="*", help="dotted overrides, e.g. max_steps=2 data.max_train_samples=8"
+    )
+    sft.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint of output_dir (same data order and RNG state)",
     )
     sft.set_defaults(func=_sft)
 

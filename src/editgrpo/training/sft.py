@@ -505,11 +505,18 @@ def _training_arguments(config: SFTConfig, has_eval: bool) -> Any:
     )
 
 
-def run_sft(config: SFTConfig) -> SFTResult:
-    """Run the SFT recipe of ``config`` (see the module docstring for the phases)."""
+def run_sft(config: SFTConfig, *, resume: bool = False) -> SFTResult:
+    """Run the SFT recipe of ``config`` (see the module docstring for the phases); ``resume``
+    continues from the newest complete checkpoint of ``output_dir`` (a fresh start when there is
+    none), with its optimizer, scheduler, RNG states and data position."""
     from trl import SFTTrainer
 
     from editgrpo.models.qwen_vl import load_model_section
+    from editgrpo.training.checkpoints import last_complete_checkpoint
+    from editgrpo.training.resume import SafeCheckpointsMixin
+
+    class StudySFTTrainer(SafeCheckpointsMixin, SFTTrainer):
+        """SFTTrainer with completion-marked checkpoints and a resume that loads the weights."""
 
     # Phase 1: config, resolved next to the outputs.
     if config.data.train is None:
@@ -539,7 +546,7 @@ def run_sft(config: SFTConfig) -> SFTResult:
     # Phase 5: train (answer-only loss through StudyCollator). With LoRA, TRL wraps the policy
     # (``peft_config``: it also handles gradient checkpointing's input grads and ZeRO-3 dtypes).
     peft_config = peft_lora_config(model, config.lora) if config.lora.enabled else None
-    trainer = SFTTrainer(
+    trainer = StudySFTTrainer(
         model=model,
         args=_training_arguments(config, has_eval=eval_rows is not None),
         train_dataset=as_dataset(train.rows),
@@ -567,7 +574,8 @@ def run_sft(config: SFTConfig) -> SFTResult:
         )
         callback = clinical_eval_callback(evaluator, trainer)
         trainer.add_callback(callback)
-    trainer.train()
+    checkpoint = last_complete_checkpoint(output_dir) if resume else None
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
 
     # Phase 6: the final checkpoint, a full model + processor either way; per-epoch ones are the
     # Trainer's checkpoint-N (LoRA: adapter only, merge_lora_checkpoint makes a full model of one).

@@ -27,9 +27,9 @@ What the subclass overrides in TRL 1.16 (pinned by ``TRL_CONTRACT`` and checked 
 TRL upgrade that changes them fails with a message instead of training wrongly):
 ``_generate_single_turn`` (group composition + edits), ``_generate_and_score_completions``
 (references in, inserted masks and our advantages out), ``_calculate_rewards`` (timing and the
-on/off-policy breakdown), ``_compute_loss`` (our loss), ``training_step`` (the step-time split),
-``_save_checkpoint`` (completion markers, ``training.checkpoints``) and ``_load_from_checkpoint``
-(transformers' own resume loads nothing for Qwen2.5-VL; see there).
+on/off-policy breakdown), ``_compute_loss`` (our loss) and ``training_step`` (the step-time split);
+``training.resume.SafeCheckpointsMixin`` adds ``_save_checkpoint`` (completion markers) and
+``_load_from_checkpoint`` (transformers' own resume loads nothing for Qwen2.5-VL; see there).
 
 Multi-process rules: every process holds whole groups (its share of a step is a multiple of G);
 generation calls whose row count differs between processes (top-ups) are padded to the largest
@@ -60,13 +60,9 @@ from editgrpo.edits.engine import RolloutEditor, build_local_analyser, server_an
 from editgrpo.errors import UserError
 from editgrpo.rewards.composite import completion_text
 from editgrpo.text.observations import CHEXPERT_14
-from editgrpo.training.checkpoints import (
-    last_complete_checkpoint,
-    list_checkpoints,
-    mark_complete,
-    rotate_checkpoints,
-)
+from editgrpo.training.checkpoints import last_complete_checkpoint, list_checkpoints
 from editgrpo.training.groups import compose_groups
+from editgrpo.training.resume import SafeCheckpointsMixin
 from editgrpo.training.rollout_edits import inserted_token_mask
 
 FINAL_CHECKPOINT = "final"
@@ -218,7 +214,7 @@ def select_rows(
 # ---------------------------------------------------------------------------------------------
 
 
-class EditGRPOTrainer(GRPOTrainer):
+class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
     """GRPOTrainer with post-rollout edits, our advantages and our loss (module docstring).
 
     Args beyond GRPOTrainer's: ``scorer`` (``CompositeReward`` or ``RewardClient``: ``score(hyps,
@@ -651,31 +647,6 @@ class EditGRPOTrainer(GRPOTrainer):
             self._phase_seconds.clear()
             self._window_started = None
         return output
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        # transformers 5 saves Qwen2.5-VL in its published key layout ("visual.*", "model.layers.*")
-        # but Trainer._load_from_checkpoint loads the file with a plain, non-strict load_state_dict
-        # in the in-memory layout ("model.visual.*", "model.language_model.*"): every key misses, a
-        # warning is logged and training silently resumes from the initial weights. from_pretrained
-        # applies the key conversion; the strict copy then fails loudly on any real mismatch.
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        target = self.accelerator.unwrap_model(model if model is not None else self.model)
-        dtype = next(target.parameters()).dtype
-        loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype)
-        target.load_state_dict(loaded.state_dict(), strict=True)
-        del loaded
-        return None
-
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        # Every process has written its part (ZeRO-3 shards) before the marker says "complete".
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            run_dir = Path(self._get_output_dir(trial=trial))
-            checkpoint = run_dir / f"checkpoint-{self.state.global_step}"
-            mark_complete(checkpoint, self.state.global_step)
-            rotate_checkpoints(run_dir, self.keep_checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------

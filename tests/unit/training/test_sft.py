@@ -435,3 +435,31 @@ def test_training_reads_only_the_train_split(tiny_model_dir: Path, tmp_path: Pat
     assert len(read_examples(combined, config, None).rows) == len(combined.read_text().splitlines())
     with pytest.raises(UserError, match=r"no study of split 'test' \(splits present: train\)"):
         read_examples(synth / "train.jsonl", config, None, "test")
+
+
+def test_resume_continues_to_the_uninterrupted_parameters(
+    tiny_model_dir: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    """4 steps straight vs the same run resumed from its complete checkpoint-2 (copied alone into a
+    fresh directory, as a run killed after step 2 leaves it): the same final weights. Without the
+    key-converting loader the resumed run would silently restart from the initial weights."""
+    import shutil
+
+    import torch
+
+    from editgrpo.models.qwen_vl import load_policy
+    from editgrpo.training.checkpoints import COMPLETE_MARKER
+    from editgrpo.training.sft import run_sft
+
+    common = ["max_steps=4", "save_each_epoch=false", "save_steps=2", "eval_clinical_samples=0"]
+    straight = run_sft(_config(tiny_model_dir, synth_dir, tmp_path / "a", *common))
+    assert (tmp_path / "a" / "checkpoint-2" / COMPLETE_MARKER).is_file()
+    (tmp_path / "b").mkdir()
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
+    resumed = run_sft(_config(tiny_model_dir, synth_dir, tmp_path / "b", *common), resume=True)
+    assert resumed.global_step == straight.global_step == 4
+    a = dict(load_policy(straight.final_checkpoint).named_parameters())
+    b = dict(load_policy(resumed.final_checkpoint).named_parameters())
+    initial = dict(load_policy(str(tiny_model_dir)).named_parameters())
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    assert any(not torch.equal(a[k], initial[k]) for k in a)
