@@ -674,14 +674,7 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("bleu_4", "BLEU-4"),
     ("rouge_l", "ROUGE-L"),
 )
-COMPARED = (
-    ("chexbert_micro_f1_14", "micro-F1-14"),
-    ("chexbert_macro_f1_14", "macro-F1-14"),
-    ("chexbert_micro_f1_5", "micro-F1-5"),
-    ("chexbert_macro_f1_5", "macro-F1-5"),
-    ("radgraph_partial", "RadGraph-partial"),
-    ("ratescore", "RaTEScore"),
-)
+COMPARED = TABLE_COLUMNS[:6]  # the label and clinical columns (not BLEU / ROUGE-L)
 EDIT_STATS = (
     ("edits/changed_rate", "edited copies that differ from their source"),
     ("edits/op_rate/replace", "operation: replace a sentence"),

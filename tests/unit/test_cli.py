@@ -3,31 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def editgrpo(
-    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the console script; ``env`` is added to this process's environment."""
-    exe = shutil.which("editgrpo", path=str(Path(sys.executable).parent))
-    command = [exe] if exe else [sys.executable, "-m", "editgrpo.cli"]
-    return subprocess.run(
-        [*command, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **env} if env else None,
-    )
+from fixtures.commands import editgrpo
 
 
 def test_help_lists_the_subcommands() -> None:

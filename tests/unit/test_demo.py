@@ -6,37 +6,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _editgrpo(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("editgrpo", path=str(Path(sys.executable).parent))
-    command = [exe] if exe else [sys.executable, "-m", "editgrpo.cli"]
-    return subprocess.run(
-        [*command, *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "COLUMNS": "200"},
-        timeout=600,
-    )
+from fixtures.commands import editgrpo
 
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("trl")
     out = tmp_path_factory.mktemp("demo")
-    result = _editgrpo("demo", "--quick", "--out", str(out))
+    result = editgrpo("demo", "--quick", "--out", str(out), env={"COLUMNS": "200"}, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:] + result.stdout[-4000:]
     assert "Traceback" not in result.stderr
     return out
