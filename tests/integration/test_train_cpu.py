@@ -314,8 +314,15 @@ def test_shipped_cpu_recipes_train_end_to_end(
             value = entry[f"rewards/on_policy/{name}"]
             assert math.isfinite(value) and 0.0 <= value <= 1.0, (name, value)
         assert 0.0 <= entry["rewards/on_policy/total"] <= len(components)
-        # The per-label breakdown: recall where a reference is positive, FP rate where negative.
+        # The per-label breakdown: recall where a reference is positive, FP rate where negative,
+        # and with chexpert_balanced each label's share of it (their mean is the component).
         assert "labels/No Finding/recall" in entry or "labels/No Finding/false_positive_rate" in entry
+        shares = [entry[k] for k in entry if k.endswith("/balanced_reward")]
+        if "balanced" in recipe:
+            assert len(shares) == 14
+            assert sum(shares) / 14 == pytest.approx(entry["rewards/on_policy/chexpert_balanced"], abs=1e-9)
+        else:
+            assert not shares
 
 
 def test_kl_is_measured_against_the_named_reference(

@@ -236,6 +236,7 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
         callbacks: list[Any] | None = None,
         keep_checkpoints: int | None = None,
         reward_components: Sequence[str] | None = None,
+        label_freqs: dict[str, float] | None = None,
     ) -> None:
         check_trl_contract()
         self.scorer = scorer
@@ -244,6 +245,9 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
         self.reward_components = sorted(
             reward_components if reward_components is not None else getattr(scorer, "components", {})
         )
+        # Training positive frequency per observation when chexpert_balanced is in the reward: the
+        # per-label log then also shows each label's share of that component.
+        self.label_freqs = label_freqs
         self.editor = editor
         self.edit_config = edit
         self.loss_config = loss
@@ -511,6 +515,8 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
         for label in CHEXPERT_14:
             values[f"labels/{label}/recall"] = []
             values[f"labels/{label}/false_positive_rate"] = []
+            if self.label_freqs is not None:
+                values[f"labels/{label}/balanced_reward"] = []
         for result, record in zip(results, records, strict=False):
             kind = "edited" if record.kind == "edit" else "on_policy"
             if result.total is not None:
@@ -525,6 +531,12 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
                         values[f"labels/{label}/recall"].append(1.0 if outcome == "tp" else 0.0)
                     else:
                         values[f"labels/{label}/false_positive_rate"].append(1.0 if outcome == "fp" else 0.0)
+                    if self.label_freqs is not None and label in self.label_freqs:
+                        # acc_c of chexpert_balanced (metrics/chexpert_balanced): a found positive
+                        # earns (1 - f_c) / 2, a kept negative f_c / 2.
+                        f = float(self.label_freqs[label])
+                        earned = (1.0 - f) / 2.0 if outcome == "tp" else f / 2.0 if outcome == "tn" else 0.0
+                        values[f"labels/{label}/balanced_reward"].append(earned)
         self._log_means(mode, values)
 
     def _log_rollout_stats(
@@ -820,6 +832,11 @@ def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[Edit
     processor, model = load_model_section(config.model)
     scorer = build_reward_scorer(config.reward)
     editor = build_editor(config, scorer)
+    label_freqs = None
+    if "chexpert_balanced" in config.reward.components and config.reward.label_freqs:
+        from editgrpo.rewards.label_freqs import load_label_freqs
+
+        label_freqs = load_label_freqs(config.reward.label_freqs, labeler=config.reward.labeler)["labels"]
     all_callbacks = list(callbacks)
     if config.progress_bar:
         all_callbacks.append(RichProgressCallback("EditGRPO" if config.edit.enabled else "GRPO"))
@@ -841,6 +858,7 @@ def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[Edit
             callbacks=all_callbacks,
             keep_checkpoints=config.save_total_limit,
             reward_components=list(config.reward.components),
+            label_freqs=label_freqs,
         )
     finally:
         model.config._name_or_path = original_name
