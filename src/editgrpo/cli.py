@@ -511,6 +511,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         clean=args.clean,
         labeler=args.labeler,
         entities=args.entities,
+        graph_entities=args.graph_entities,
         embedder=args.embedder,
         bootstrap=args.bootstrap,
         seed=args.seed,
@@ -680,7 +681,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--clean", default="none", help="text cleaner: none or editgrpo")
     evaluate.add_argument("--labeler", default="rules")
-    evaluate.add_argument("--entities", default="lexicon")
+    evaluate.add_argument("--entities", default="lexicon", help="RaTE entities: lexicon or rate")
+    evaluate.add_argument(
+        "--graph-entities", default=None, help="RadGraph graphs: lexicon or radgraph (default: --entities)"
+    )
     evaluate.add_argument("--embedder", default="lexical")
     evaluate.add_argument("--bootstrap", type=int, default=1000)
     evaluate.add_argument("--seed", type=int, default=0)

@@ -200,6 +200,7 @@ def _score(
     ratescore_version: str,
     green_judge: Any,
     with_meteor: bool,
+    graph_entities: str | None = None,
 ) -> tuple[list[Metric], list[dict[str, Any]], dict[str, Any]]:
     """Metrics (with per-study data), per-sample records and the settings of one predictions set."""
     groups = list(METRIC_GROUPS if metrics is None else metrics)
@@ -230,6 +231,7 @@ def _score(
             components,
             labeler=labeler,
             entities=entities,
+            graph_entities=graph_entities,
             embedder=embedder,
             ratescore_version=ratescore_version,
         )
@@ -237,7 +239,10 @@ def _score(
         lab_name = getattr(reward.labeler, "name", labeler) if reward.labeler is not None else labeler
         ent_name = getattr(reward.extractor, "name", entities) if reward.extractor is not None else entities
         emb_name = getattr(reward.embedder, "name", embedder) if reward.embedder is not None else embedder
+        graph_name = reward.names["graph_entities"]  # RadGraph columns name the backend of the graphs
         settings["backends"] = {"labeler": lab_name, "entities": ent_name, "embedder": emb_name}
+        if graph_name != ent_name:
+            settings["backends"]["graph_entities"] = graph_name
         if "chexbert" in groups:
             valid = np.array(
                 [h.labels is not None and r.labels is not None for h, r in zip(hyp_an, ref_an, strict=True)]
@@ -282,7 +287,7 @@ def _score(
                 for record, v in zip(records, levels[k], strict=True):
                     record["scores"][f"radgraph_{level}"] = v
                 out.append(
-                    Metric(f"radgraph_{level}", f"RadGraph {level} [{ent_name}]", ent_name, values, valid)
+                    Metric(f"radgraph_{level}", f"RadGraph {level} [{graph_name}]", graph_name, values, valid)
                 )
         if "ratescore" in groups:
             scores = [
@@ -368,6 +373,7 @@ def evaluate(
     clean: str = "none",
     labeler: str = "rules",
     entities: str = "lexicon",
+    graph_entities: str | None = None,
     embedder: str = "lexical",
     ratescore_version: str = "0.5",
     green_judge: Any = None,
@@ -389,6 +395,7 @@ def evaluate(
         clean=clean,
         labeler=labeler,
         entities=entities,
+        graph_entities=graph_entities,
         embedder=embedder,
         ratescore_version=ratescore_version,
         green_judge=green_judge,
@@ -493,6 +500,7 @@ def compare(
     clean: str = "none",
     labeler: str = "rules",
     entities: str = "lexicon",
+    graph_entities: str | None = None,
     embedder: str = "lexical",
     ratescore_version: str = "0.5",
     green_judge: Any = None,
@@ -520,6 +528,7 @@ def compare(
         "clean": clean,
         "labeler": labeler,
         "entities": entities,
+        "graph_entities": graph_entities,
         "embedder": embedder,
         "ratescore_version": ratescore_version,
         "green_judge": green_judge,

@@ -149,12 +149,12 @@ class CompositeReward:
         # `graph_entities` (default: the same backend). One backend that fills both is built once.
         graph_backend = graph_entities or entities
         for component, backend, part, fix in (
-            ("ratescore", entities, "rate", "reward.entities=rate (RaTE-NER) or lexicon (offline)"),
+            ("ratescore", entities, "rate", "entities=rate (RaTE-NER) or lexicon (offline)"),
             (
                 "radgraph_partial",
                 graph_backend,
                 "graph",
-                "reward.graph_entities=radgraph (the RadGraph model) or lexicon (offline)",
+                "graph_entities=radgraph (the RadGraph model) or lexicon (offline) as the graph backend",
             ),
         ):
             if component in need and part not in ENTITY_OUTPUTS.get(backend, frozenset({part})):

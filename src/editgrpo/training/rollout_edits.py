@@ -25,6 +25,13 @@ from typing import Any
 def inserted_token_mask(tokenizer: Any, text: str, spans: Sequence[tuple[int, int, str]]) -> list[bool]:
     """One bool per token of ``tokenizer(text, add_special_tokens=False)``: True when the token
     covers a character from a ``"reference"`` span (module docstring)."""
+    return encode_with_inserted_mask(tokenizer, text, spans)[1]
+
+
+def encode_with_inserted_mask(
+    tokenizer: Any, text: str, spans: Sequence[tuple[int, int, str]]
+) -> tuple[list[int], list[bool]]:
+    """The token ids of ``text`` (no special tokens) and their inserted mask, from one encoding."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("inserted_token_mask needs a fast tokenizer (return_offsets_mapping)")
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -37,4 +44,5 @@ def inserted_token_mask(tokenizer: Any, text: str, spans: Sequence[tuple[int, in
         k = bisect.bisect_right(starts, end - 1) - 1  # last inserted span starting before `end`
         return k >= 0 and inserted[k][1] > start
 
-    return [overlaps(int(start), int(end)) for start, end in encoded["offset_mapping"]]
+    mask = [overlaps(int(start), int(end)) for start, end in encoded["offset_mapping"]]
+    return list(encoded["input_ids"]), mask

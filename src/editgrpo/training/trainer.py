@@ -63,7 +63,7 @@ from editgrpo.text.observations import CHEXPERT_14
 from editgrpo.training.checkpoints import last_complete_checkpoint, list_checkpoints
 from editgrpo.training.groups import compose_groups
 from editgrpo.training.resume import SafeCheckpointsMixin
-from editgrpo.training.rollout_edits import inserted_token_mask
+from editgrpo.training.rollout_edits import encode_with_inserted_mask
 
 FINAL_CHECKPOINT = "final"
 LOG_HISTORY = "log_history.jsonl"
@@ -331,9 +331,12 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
             return [], None
         padded = list(rows) + [rows[0] if rows else 0] * (target - count)
         n = len(prompt_ids)
-        sub_prompts = [prompt_ids[r] for r in padded]
-        sub_images = [images[r] for r in padded] if images is not None else None
-        sub_fields = select_rows(fields, images, padded, n)
+        if padded == list(range(n)):  # every row (no edits): no copy of the pixel values
+            sub_prompts, sub_images, sub_fields = prompt_ids, images, fields
+        else:
+            sub_prompts = [prompt_ids[r] for r in padded]
+            sub_images = [images[r] for r in padded] if images is not None else None
+            sub_fields = select_rows(fields, images, padded, n)
         started = time.perf_counter()
         completion_ids, logprobs = super()._generate_single_turn(
             sub_prompts, sub_images, sub_fields, num_generations
@@ -351,8 +354,7 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
         it was truncated to ``max_completion_length`` (then, like a truncated sample, it has no
         end token). The end token counts as inserted when the text ends in reference characters:
         the policy did not choose to stop there."""
-        ids = list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
-        mask = inserted_token_mask(self._tokenizer, text, spans)
+        ids, mask = encode_with_inserted_mask(self._tokenizer, text, spans)
         ids.append(self.end_of_turn_id)
         mask.append(bool(spans) and spans[-1][2] == "reference")
         truncated = len(ids) > self.max_completion_length

@@ -126,6 +126,20 @@ def test_metric_subset(tmp_path: Path) -> None:
         evaluate(path, tmp_path / "out", metrics=["bogus"], bootstrap=20)
 
 
+def test_radgraph_takes_its_graphs_from_the_graph_backend(tmp_path: Path) -> None:
+    """RadGraph needs graphs: `rate` makes none, so it alone is refused (never a column of zeros);
+    with a graph backend named, the RadGraph columns name it and score as that backend does."""
+    path = _write(tmp_path / "p.jsonl", _rows(WRONG, GOOD))
+    with pytest.raises(ValueError, match="graph_entities=radgraph"):
+        evaluate(path, tmp_path / "a", metrics=["radgraph"], entities="rate", bootstrap=20)
+    split = evaluate(
+        path, tmp_path / "b", metrics=["radgraph"], entities="rate", graph_entities="lexicon", bootstrap=20
+    )
+    same = evaluate(path, tmp_path / "c", metrics=["radgraph"], bootstrap=20)
+    assert split["columns"]["radgraph_partial"]["column"] == "RadGraph partial [lexicon]"
+    assert split["columns"]["radgraph_partial"]["value"] == same["columns"]["radgraph_partial"]["value"]
+
+
 @pytest.mark.parametrize(
     ("row", "message"),
     [

@@ -270,6 +270,21 @@ def check_image(
     return True
 
 
+def usable_images(
+    images: Sequence[Any], lines: Sequence[int], mode: str, log: RejectLog, source: str, study_id: str
+) -> list[Any]:
+    """The study's images that pass ``check_image`` (each failure logged by it, at its table line);
+    a study left with none is logged as an error too (the caller then drops it)."""
+    kept = [
+        image
+        for image, line in zip(images, lines, strict=True)
+        if check_image(Path(image.path), mode, log, source, line, image.image_id)
+    ]
+    if not kept:
+        log.error(source, lines[0], "images", "no usable image left in the study", study_id)
+    return kept
+
+
 # --- priors ----------------------------------------------------------------------------------------
 
 

@@ -38,12 +38,12 @@ from pathlib import Path, PurePosixPath
 
 from editgrpo.data.adapters.base import (
     ProgressCallback,
-    check_image,
     check_options,
     clean_cell,
     read_csv_records,
     tracked,
     unique_key,
+    usable_images,
     with_priors,
 )
 from editgrpo.data.manifest import DataError, RejectLog
@@ -92,12 +92,8 @@ def prepare(
     source = str(table)
     kept: list[_Draft] = []
     for draft in tracked(drafts.values(), progress):
-        images = []
-        for image, line in zip(draft.images, draft.lines, strict=True):
-            if check_image(Path(image.path), check_images, log, source, line, image.image_id):
-                images.append(image)
+        images = usable_images(draft.images, draft.lines, check_images, log, source, draft.study_id)
         if not images:
-            log.error(source, draft.lines[0], "images", "no usable image left in the study", draft.study_id)
             continue
         if draft.findings is None and draft.impression is None:
             log.error(

@@ -37,12 +37,12 @@ from pathlib import Path
 
 from editgrpo.data.adapters.base import (
     ProgressCallback,
-    check_image,
     check_options,
     parse_dicom_da,
     read_csv_records,
     tracked,
     unique_key,
+    usable_images,
     with_priors,
 )
 from editgrpo.data.manifest import DataError, RejectLog
@@ -90,14 +90,8 @@ def prepare(
     kept: list[_Draft] = []
     meta_source = str(metadata_path)
     for draft in tracked(studies.values(), progress):
-        images = []
-        for image, line in zip(draft.images, draft.lines, strict=True):
-            if check_image(Path(image.path), check_images, log, meta_source, line, image.image_id):
-                images.append(image)
+        images = usable_images(draft.images, draft.lines, check_images, log, meta_source, draft.study_id)
         if not images:
-            log.error(
-                meta_source, draft.lines[0], "images", "no usable image left in the study", draft.study_id
-            )
             continue
         draft.images = images
         if not _build_study(draft, reports_base, meta_source, log):
