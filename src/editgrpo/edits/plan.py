@@ -26,6 +26,14 @@ the text (its entities support missing reference entities, it is never edited ag
 inserted twice); a reference sentence whose text equals a live rollout sentence is already in the
 text and is not inserted. Planning stops early when no rule applies (rule e).
 
+After the operation loop, a text left empty (an empty rollout, or one whose only sentence (c)
+deleted) receives one reference sentence holding an entity, which is then a missing one (rule (e) as
+EDITGRPO.md states it; the authors' release appends an unused false-negative sentence after its loop
+in the same way), even when that is one op past ``max_ops``. A reference without such a sentence
+drops the plan: the edit counts as unchanged, never as an empty edited copy (an empty report ending
+at once would otherwise enter the group as an edit; training-signal issue, measured 3/16 to 11/48 of
+edited rows). ``max_ops=0`` plans nothing.
+
 Which sentence (c) deletes: section 3 says only "a sentence that still carries spurious entities";
 here the candidates are the sentences with the largest share of spurious entities among their
 entities (a sentence with one unmatched word beside supported findings is more likely a paraphrase
@@ -178,15 +186,26 @@ class _State:
         self.inserted.add(j)
         self.ops.append(EditOp("append", None, j, rule, reason))
 
-    def empty_fallback(self, rng: np.random.Generator) -> bool:
-        """Rule (e) for an empty rollout: one reference sentence when no missing entity chose one."""
-        if self.rollout_texts or self.inserted:
-            return False
-        candidates = [j for j in range(len(self.reference_texts)) if self.available(j)]
+    def text_is_empty(self) -> bool:
+        """No live rollout sentence with text and no inserted reference sentence."""
+        return not self.inserted and not any(
+            live and text for live, text in zip(self.live, self.rollout_texts, strict=True)
+        )
+
+    def finish(self, holds_entity: set[int], rng: np.random.Generator) -> list[EditOp]:
+        """The ops of the plan, after the operation loop. A text left empty (an empty rollout, or
+        one whose only sentence (c) deleted) gets one reference sentence holding an entity, which
+        in an empty text is a missing one (rule (e); the authors' release appends an unused
+        false-negative sentence after its loop the same way), even past ``max_ops``. When the
+        reference has no such sentence, the plan is dropped: an empty edited copy would teach the
+        policy to end the report at once, so the edit counts as unchanged instead."""
+        if not self.text_is_empty():
+            return self.ops
+        candidates = [j for j in sorted(holds_entity) if self.available(j)]
         if not candidates:
-            return False
-        self.append(_pick(rng, candidates), "e", "empty rollout receives a reference sentence")
-        return True
+            return []
+        self.append(_pick(rng, candidates), "e", "a text left empty receives a missing reference sentence")
+        return self.ops
 
 
 def _pick(rng: np.random.Generator, candidates: list):
@@ -309,10 +328,9 @@ def _plan_paper(
         if candidates:
             state.append(_pick(rng, candidates), "d", "y_j holds a reference entity missing from the rollout")
             continue
-        # (e) termination; an empty rollout still receives one sentence.
-        if not state.empty_fallback(rng):
-            break
-    return state.ops
+        # (e) termination (an empty text is refilled by state.finish).
+        break
+    return state.finish({int(j) for j in y.sentence}, rng)
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,9 +398,8 @@ def _plan_release(
         if candidates:
             state.append(_pick(rng, candidates), "d", "y_j holds a reference entity missing from the rollout")
             continue
-        if not state.empty_fallback(rng):
-            break
-    return state.ops
+        break
+    return state.finish({int(j) for j in y.sentence}, rng)
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,9 +464,8 @@ def _plan_radgraph(
         if candidates:
             state.append(_pick(rng, candidates), "d", "y_j holds a reference entity missing from the rollout")
             continue
-        if not state.empty_fallback(rng):
-            break
-    return state.ops
+        break
+    return state.finish({j for _, _, j in ys}, rng)
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,6 +506,8 @@ def plan_edits(
         raise ValueError(f"max_ops must be >= 0, got {max_ops}")
     if not -1.0 <= tau <= 1.0:
         raise ValueError(f"tau is a cosine threshold in [-1, 1], got {tau}")
+    if max_ops == 0:
+        return EditPlan(rule=rule)
     generator = rng if rng is not None else np.random.default_rng(0)
     ops = EDIT_RULES[rule](
         rollout, reference, tau, max_ops, generator, contradiction_tau, anatomy_false_positives

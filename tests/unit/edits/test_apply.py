@@ -99,7 +99,10 @@ def make(sentences: list[tuple[int, list[tuple[int, int]]]]) -> TextAnalysis:
 def test_edit_properties(rollout, reference, rule, max_ops, seed) -> None:
     x, y = make(rollout), make(reference)
     plan = plan_edits(x, y, rule=rule, max_ops=max_ops, rng=np.random.default_rng(seed))
-    assert len(plan.ops) <= max_ops
+    # max_ops ops from the loop, plus at most one rule-(e) refill of a text left empty.
+    loop_ops = [op for op in plan.ops if op.rule != "e"]
+    assert len(loop_ops) <= max_ops and len(plan.ops) - len(loop_ops) <= 1
+    assert max_ops or not plan.ops
     assert plan == plan_edits(x, y, rule=rule, max_ops=max_ops, rng=np.random.default_rng(seed))
     edited = apply_edits(x.sentences, y.sentences, plan)
     check_spans(edited)
@@ -112,7 +115,9 @@ def test_edit_properties(rollout, reference, rule, max_ops, seed) -> None:
     # ... at most max_ops sentences change: <= max_ops rollout sentences go, <= max_ops come in,
     kept = [text for text, source in pieces if source == "policy"]
     assert len(rollout_texts) - len(kept) <= max_ops
-    assert sum(source == "reference" for _, source in pieces) <= max_ops
+    assert sum(source == "reference" for _, source in pieces) <= len(plan.ops)
+    # ... an edit never leaves an empty report.
+    assert edited.text or not edited.changed
     # ... the policy's sentences keep their order, and no inserted sentence duplicates another.
     iterator = iter(rollout_texts)
     assert all(any(text == r for r in iterator) for text in kept)

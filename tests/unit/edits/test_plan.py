@@ -71,14 +71,17 @@ def test_contradiction_wins_over_a_false_positive() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cos", "expected"), [(0.61, ("replace", 0, 0, "b")), (0.59, ("delete", 0, None, "c"))]
+    ("cos", "expected"),
+    [(0.61, [("replace", 0, 0, "b")]), (0.59, [("delete", 0, None, "c"), ("append", None, 1, "e")])],
 )
 def test_replacement_only_when_the_score_reaches_tau(cos: float, expected: tuple) -> None:
     # Opposite presence at medium similarity: not a contradiction once contradiction_tau = 0.9, so
     # (b) decides on the mean best cosine, and (c) deletes when it stays below tau.
     rollout = build(("Effusion.", [("effusion", "ABNORMALITY", at(cos))]))
+    # (The deleted sentence was the only one: rule (e) refills the empty text with a missing
+    # reference sentence, y_1 by the seeded draw.)
     plan = plan_edits(rollout, REFERENCE, tau=0.6, contradiction_tau=0.9)
-    assert kinds(plan) == [expected]
+    assert kinds(plan) == expected
 
 
 def test_replacement_scores_the_mean_over_the_false_positives() -> None:
@@ -86,7 +89,7 @@ def test_replacement_scores_the_mean_over_the_false_positives() -> None:
     rollout = build(
         ("Effusion and mass.", [("effusion", "ABNORMALITY", at(0.9)), ("mass", "ABNORMALITY", at(0.2))])
     )
-    assert kinds(plan_edits(rollout, REFERENCE, contradiction_tau=0.95)) == [("delete", 0, None, "c")]
+    assert kinds(plan_edits(rollout, REFERENCE, contradiction_tau=0.95))[0] == ("delete", 0, None, "c")
     rollout = build(
         ("Effusion and mass.", [("effusion", "ABNORMALITY", at(0.9)), ("mass", "ABNORMALITY", at(0.4))])
     )
@@ -125,9 +128,86 @@ def test_empty_rollout_receives_a_missing_sentence() -> None:
     edited = apply_edits([], REFERENCE.sentences, plan)
     assert edited.text in ("No effusion.", "Heart is enlarged.")
     assert edited.spans == ((0, len(edited.text), "reference"),)
-    # A reference without entities: rule (e) still gives the empty rollout one sentence.
+    # A reference without entities has no missing sentence to give: the edit counts as unchanged
+    # (rule (e)), never an empty edited copy.
     bare = build(("Unremarkable.", []))
-    assert kinds(plan_edits(empty, bare)) == [("append", None, 0, "e")]
+    assert plan_edits(empty, bare).ops == ()
+
+
+# A normal reference, and a one-sentence rollout whose only sentence is a false positive under every
+# rule: (c) deletes it, which would leave an empty report.
+NORMAL = build(
+    ("No effusion.", [("effusion", "NON-ABNORMALITY", E1)]),
+    ("Heart size is normal.", [("heart size", "NON-ABNORMALITY", E3)]),
+    graph=[("effusion", "OBS-DA", 0), ("heart", "ANAT-DP", 1), ("normal", "OBS-DA", 1)],
+)
+ONE_SPURIOUS_SENTENCE = build(
+    ("Mild pulmonary edema.", [("pulmonary edema", "ABNORMALITY", E2)]), graph=[("edema", "OBS-DP", 0)]
+)
+
+
+@pytest.mark.parametrize("rule", ["paper", "release", "radgraph"])
+def test_deleting_the_only_sentence_is_refilled_with_a_missing_reference_sentence(rule: str) -> None:
+    seen = set()
+    for seed in range(20):
+        plan = plan_edits(
+            ONE_SPURIOUS_SENTENCE, NORMAL, rule=rule, max_ops=1, rng=np.random.default_rng(seed)
+        )
+        # The fallback runs after the operation loop, so it may be one op past max_ops (as in the
+        # authors' release, which appends after its loop).
+        assert [(op.kind, op.rollout, op.rule) for op in plan.ops] == [
+            ("delete", 0, "c"),
+            ("append", None, "e"),
+        ]
+        edited = apply_edits(ONE_SPURIOUS_SENTENCE.sentences, NORMAL.sentences, plan)
+        assert edited.changed and edited.text in ("No effusion.", "Heart size is normal.")
+        assert edited.spans == ((0, len(edited.text), "reference"),)
+        seen.add(edited.text)
+    assert len(seen) == 2  # a seeded uniform choice among the missing sentences
+
+
+@pytest.mark.parametrize("rule", ["paper", "release", "radgraph"])
+def test_an_edit_that_would_empty_the_report_is_dropped_without_a_missing_sentence(rule: str) -> None:
+    # The reference holds no entity (no RaTE entity, no definite RadGraph observation): nothing can
+    # refill the emptied text, so the plan is dropped and the rollout is left as it is.
+    bare = build(("Unremarkable study.", []), graph=[("study", "ANAT-DP", 0)])
+    plan = plan_edits(ONE_SPURIOUS_SENTENCE, bare, rule=rule, max_ops=1)
+    assert plan.ops == ()
+    edited = apply_edits(ONE_SPURIOUS_SENTENCE.sentences, bare.sentences, plan)
+    assert not edited.changed and edited.text == "Mild pulmonary edema."
+
+
+@pytest.mark.parametrize("rule", ["paper", "release", "radgraph"])
+def test_no_plan_leaves_an_empty_text(rule: str) -> None:
+    # Random small analyses (entities on a few shared directions, both presences, every RaTE type):
+    # an applied plan is never empty, whatever max_ops deletes.
+    directions = [E1, E2, E3, at(0.7), at(0.3)]
+    types = ["ABNORMALITY", "NON-ABNORMALITY", "DISEASE", "NON-DISEASE", "ANATOMY"]
+    labels = ["OBS-DP", "OBS-DA", "ANAT-DP"]
+    gen = np.random.default_rng(11)
+
+    def random_analysis(max_sentences: int) -> TextAnalysis:
+        sentences, graph = [], []
+        for i in range(int(gen.integers(0, max_sentences + 1))):
+            members = [
+                (f"e{int(gen.integers(5))}", types[int(gen.integers(5))], directions[int(gen.integers(5))])
+                for _ in range(int(gen.integers(0, 3)))
+            ]
+            sentences.append((f"Sentence {i} {gen.integers(1000)}.", members))
+            graph += [(name, labels[int(gen.integers(3))], i) for name, _, _ in members]
+        return build(*sentences, graph=graph)
+
+    applied = 0
+    for trial in range(300):
+        rollout, reference = random_analysis(3), random_analysis(3)
+        plan = plan_edits(
+            rollout, reference, rule=rule, max_ops=int(gen.integers(1, 4)), rng=np.random.default_rng(trial)
+        )
+        edited = apply_edits(rollout.sentences, reference.sentences, plan)
+        if edited.changed:
+            applied += 1
+            assert edited.text.strip(), (trial, plan)
+    assert applied > 30
 
 
 @pytest.mark.parametrize("rule", ["paper", "radgraph"])
