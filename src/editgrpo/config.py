@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -66,9 +67,35 @@ class Section:
     def problems(self) -> list[Problem]:
         return []
 
+    def all_problems(self) -> list[Problem]:
+        """Non-finite numbers in any float field (or mapping / list of floats), then the section's
+        own rules. NaN passes every comparison-based rule (``nan < 0`` is False), so it is refused
+        here once for all fields: a NaN reward weight made every reward 0.0 with exit 0."""
+        out: list[Problem] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            items = (
+                value.items()
+                if isinstance(value, dict)
+                else enumerate(value)
+                if isinstance(value, list | tuple)
+                else [(None, value)]
+            )
+            for key, item in items:
+                if isinstance(item, float) and not math.isfinite(item):
+                    name = (
+                        f.name
+                        if key is None
+                        else f"{f.name}.{key}"
+                        if isinstance(value, dict)
+                        else f"{f.name}[{key}]"
+                    )
+                    out.append(Problem(name, item, "must be a finite number", "give a finite value"))
+        return out + self.problems()
+
     def __post_init__(self) -> None:
         if not _DEFER_CHECKS.get():
-            found = self.problems()
+            found = self.all_problems()
             if found:
                 raise ConfigError(found)
 
@@ -339,11 +366,20 @@ class RewardConfig(Section):
     server_token_env: str = "EDITGRPO_REWARD_TOKEN"
     timeout_s: float = 60.0
     retries: int = 3
+    # What an empty completion earns: "floor" (0.0, default) or "score" (the components' own values,
+    # the authors' release); rewards/composite.py says why. Emptiness is decided after the evaluation
+    # cleaner `empty_clean` (text/clean.py: "none" strips whitespace, "editgrpo" the authors' cleaning).
+    empty_completion: str = "floor"
+    empty_clean: str = "none"
 
     SCORING: ClassVar[tuple[str, ...]] = ("inprocess", "server")
+    EMPTY_COMPLETION: ClassVar[tuple[str, ...]] = ("floor", "score")  # rewards.composite (tested)
+    CLEANERS: ClassVar[tuple[str, ...]] = ("none", "editgrpo")  # text.clean.CLEANERS (tested)
 
     def problems(self) -> list[Problem]:
         out = _choice("", "scoring", self.scoring, self.SCORING)
+        out += _choice("", "empty_completion", self.empty_completion, self.EMPTY_COMPLETION)
+        out += _choice("", "empty_clean", self.empty_clean, self.CLEANERS)
         out += _choice("", "labeler", self.labeler, LABELER_NAMES)
         out += _choice("", "entities", self.entities, ENTITY_NAMES)
         if self.graph_entities is not None:
@@ -430,6 +466,9 @@ class LossConfig(Section):
     clip_eps_high: float = 0.2
     kl_beta: float = 0.01
     kl_estimator: str = "k3"
+    # Per-token KL estimate clamped to [-kl_clamp, kl_clamp] (core/losses.py kl_penalty); 10 as the
+    # authors' release (verl low_var_kl); null for no clamp.
+    kl_clamp: float | None = 10.0
     advantage_scale: str = "none"
     aggregation: str = "dr_grpo"
 
@@ -444,6 +483,7 @@ class LossConfig(Section):
         out += _positive("", "clip_eps_low", self.clip_eps_low)
         out += _positive("", "clip_eps_high", self.clip_eps_high)
         out += _positive("", "kl_beta", self.kl_beta, allow_zero=True)
+        out += _positive("", "kl_clamp", self.kl_clamp)
         return out
 
 
@@ -833,7 +873,7 @@ def _collect_problems(obj: Any, prefix: str = "") -> list[Problem]:
         child = getattr(obj, f.name)
         if isinstance(child, Section):
             out += _collect_problems(child, f"{prefix}{f.name}.")
-    for problem in obj.problems():
+    for problem in obj.all_problems():
         name = problem.field if problem.field.startswith(prefix) else f"{prefix}{problem.field}"
         out.append(dataclasses.replace(problem, field=name))
     return out

@@ -190,3 +190,33 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     assert load_config(saved) == config
     assert dataclasses.asdict(load_config(saved)) == dataclasses.asdict(config)
     assert "group_size: 12" in to_yaml(config)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("reward.components.ratescore=.nan", "reward.components.ratescore"),
+        ("optim.learning_rate=.inf", "optim.learning_rate"),
+        ("loss.kl_beta=-.inf", "loss.kl_beta"),
+        ("rollout.temperature=.nan", "rollout.temperature"),
+        ("edit.similarity_threshold=.nan", "edit.similarity_threshold"),
+    ],
+)
+def test_non_finite_numbers_are_refused_wherever_a_float_is_taken(override: str, field: str) -> None:
+    # NaN passes every comparison rule (nan < 0 is False); before this check a NaN reward weight
+    # made every reward 0.0 and the run exited 0.
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override], stage="rl")
+    assert field in [p.field for p in err.value.problems]
+    message = next(m for m in _messages(err) if f"{field} = " in m)
+    assert "must be a finite number. Fix: give a finite value." in message
+    assert message.startswith(f"override '{override}': ")
+
+
+def test_non_finite_numbers_are_refused_in_python_built_configs() -> None:
+    from editgrpo.config import OptimConfig, RewardConfig
+
+    with pytest.raises(ConfigError, match=r"components.chexbert_micro14 = nan: must be a finite number"):
+        RewardConfig(components={"chexbert_micro14": float("nan")})
+    with pytest.raises(ConfigError, match=r"max_grad_norm = inf: must be a finite number"):
+        OptimConfig(max_grad_norm=float("inf"))

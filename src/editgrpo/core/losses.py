@@ -7,6 +7,8 @@ Per-token tensors are (B, T); advantages are (B,), one per sequence (outcome rew
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 
-def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:
+def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k3", clamp: float | None = None) -> Tensor:
     """Per-token estimate of KL(pi_theta || pi_ref) from log-probs of the sampled tokens.
 
     Args:
@@ -42,18 +44,31 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:
         estimator: ``"k1"`` = logp - ref_logp (unbiased, can be negative);
             ``"k2"`` = 0.5 * (logp - ref_logp)^2 (biased, >= 0);
             ``"k3"`` = exp(ref_logp - logp) - (ref_logp - logp) - 1 (unbiased, >= 0; the GRPO
-            paper's estimator, TRL's ``per_token_kl`` and verl's "low_var_kl" before its clamp).
+            paper's estimator, TRL's ``per_token_kl`` and verl's "low_var_kl").
+        clamp: None, or c > 0: the estimate is clamped to [-c, c], so a token far off the reference
+            adds at most c and no gradient (the authors' release, verl/EasyR1 ``kl_penalty``
+            ``low_var_kl``, clamps k3 to [-10, 10]). For k3 the log-ratio is first bounded to
+            [-(c + 2), log(2c + 2)], where k3 already exceeds c (k3(-(c+2)) = c + 1 + e^-(c+2);
+            k3(log(2c+2)) = 2c + 1 - log(2c + 2) > c since e^(c+1) > 2c + 2): the values are
+            those of the plain clamp, but exp cannot overflow to inf, whose zero-gradient branch
+            would otherwise backpropagate 0 * inf = NaN.
 
     Returns:
-        (B, T) KL estimate. No clamping (verl clamps k3 to [-10, 10]); masking is the caller's.
+        (B, T) KL estimate; masking is the caller's.
     """
     check_choice("KL estimator", estimator, KL_ESTIMATORS)
+    if clamp is not None and not clamp > 0:
+        raise ValueError(f"the KL clamp must be > 0 or None, got {clamp}")
     if estimator == "k1":
-        return logp - ref_logp
-    if estimator == "k2":
-        return 0.5 * (logp - ref_logp) ** 2
-    log_r = ref_logp - logp  # log(pi_ref / pi_theta)
-    return torch.exp(log_r) - log_r - 1.0
+        kl = logp - ref_logp
+    elif estimator == "k2":
+        kl = 0.5 * (logp - ref_logp) ** 2
+    else:
+        log_r = ref_logp - logp  # log(pi_ref / pi_theta)
+        if clamp is not None:
+            log_r = torch.clamp(log_r, -(clamp + 2.0), math.log(2.0 * clamp + 2.0))
+        kl = torch.exp(log_r) - log_r - 1.0
+    return kl if clamp is None else torch.clamp(kl, -clamp, clamp)
 
 
 def off_policy_shaping(logp: Tensor, gamma: float) -> Tensor:
@@ -104,6 +119,7 @@ def policy_loss(
     ref_logp: Tensor | None = None,
     kl_beta: float = 0.0,
     kl_estimator: str = "k3",
+    kl_clamp: float | None = None,
     aggregation: str = "dr_grpo",
     max_completion_length: int | None = None,
     token_weights: Tensor | None = None,
@@ -125,6 +141,7 @@ def policy_loss(
         ref_logp: (B, T) reference-model log-probs, detached here; needed when ``kl_beta > 0``.
         kl_beta: weight of the per-token KL penalty.
         kl_estimator: one of ``KL_ESTIMATORS``.
+        kl_clamp: None or c > 0, the per-token KL estimate clamped to [-c, c] (``kl_penalty``).
         aggregation: one of ``AGGREGATIONS``.
         max_completion_length: the generation limit, needed by ``dr_grpo``.
         token_weights: optional (B, T) or (B, 1) detached multiplier of the policy-gradient term,
@@ -181,7 +198,7 @@ def policy_loss(
 
     pg_loss = aggregate(pg_per_token, loss_mask, aggregation, max_completion_length)
     if ref_logp is not None:
-        kl = kl_penalty(logp, ref_logp.detach(), kl_estimator)  # (B, T)
+        kl = kl_penalty(logp, ref_logp.detach(), kl_estimator, kl_clamp)  # (B, T)
         kl_loss = aggregate(kl, loss_mask, aggregation, max_completion_length)
         kl_mean = masked_mean(kl.detach(), loss_mask)
     else:

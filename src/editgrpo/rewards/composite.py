@@ -20,6 +20,15 @@ failed on that text) is None for it, never 0. The total of a sample is the weigh
 components that scored, rescaled by (all weights / weights that scored) so it keeps the range of a
 full score; a sample no component could score has total None and is counted in ``stats``.
 
+Empty completions (``empty_completion``): ``floor`` (default) gives a completion that is empty after
+the evaluation cleaner ``empty_clean`` (``text.clean``: ``none`` strips whitespace, ``editgrpo`` is
+the authors' evaluation cleaning) the floor of the reward, 0.0 for the total and every component;
+``score`` scores it like any text (the authors' release). A deliberate deviation from the release,
+measured: with the offline backends ``""`` scored 1.5 of 3 against a normal reference (micro-F1-14
+1.0 through No Finding, plus RaTEScore's floor) and 0.5 against an abnormal one, more than a real
+but wrong one-sentence report (0.02-0.66), so every empty edited copy got a positive advantage in
+small training runs: a push towards ending the report at once.
+
 References are analysed once per distinct text (a cache keyed by the text): a group of G
 rollouts shares one reference, so its labels, graph and entity vectors are computed once, not G
 times. ``CompositeReward`` is also a TRL reward function:
@@ -43,6 +52,11 @@ from editgrpo.metrics.radgraph_f1 import radgraph_f1_pair
 from editgrpo.metrics.ratescore import RATESCORE_VERSIONS, ratescore_pair
 from editgrpo.rewards.label_freqs import FIX as LABEL_FREQS_FIX
 from editgrpo.rewards.label_freqs import LabelFreqsError, load_label_freqs
+from editgrpo.text.clean import EMPTY_REPORT, get_cleaner
+
+# What an empty completion earns (module docstring): the floor, or the components' own values.
+EMPTY_COMPLETION: tuple[str, ...] = ("floor", "score")
+EMPTY_FLOOR = 0.0
 
 DEFAULT_COMPONENTS: dict[str, float] = {"radgraph_partial": 1.0, "chexbert_micro14": 1.0, "ratescore": 1.0}
 
@@ -111,6 +125,8 @@ class CompositeReward:
         reference_cache_size: int = 10_000,
         label_freqs: str | Path | None = None,
         uncertain_as: str = "positive",
+        empty_completion: str = "floor",
+        empty_clean: str = "none",
     ) -> None:
         self.components = dict(DEFAULT_COMPONENTS if components is None else components)
         unknown = sorted(set(self.components) - set(self.COMPONENTS))
@@ -125,6 +141,13 @@ class CompositeReward:
                 f"unknown RaTEScore version {ratescore_version!r}; valid: {', '.join(RATESCORE_VERSIONS)}"
             )
         self.ratescore_version = ratescore_version
+        if empty_completion not in EMPTY_COMPLETION:
+            raise ValueError(
+                f"unknown empty_completion {empty_completion!r}; valid: {', '.join(EMPTY_COMPLETION)}"
+            )
+        self.empty_completion = empty_completion
+        self._empty_cleaner = get_cleaner(empty_clean)
+        self.empty_clean = empty_clean
         need = set(self.components)
         if uncertain_as not in UNCERTAIN_AS:
             raise ValueError(f"unknown uncertain_as {uncertain_as!r}; valid: {', '.join(UNCERTAIN_AS)}")
@@ -202,6 +225,8 @@ class CompositeReward:
             embedder_options={"model": config.embedder_model} if config.embedder_model else None,
             ratescore_version=config.ratescore_version,
             label_freqs=config.label_freqs,
+            empty_completion=config.empty_completion,
+            empty_clean=config.empty_clean,
         )
 
     # ---------------------------------------------------------------------------------------
@@ -295,15 +320,31 @@ class CompositeReward:
             return None
         return ratescore_pair(hyp.rate, ref.rate, version=self.ratescore_version)
 
+    def is_empty(self, text: Any) -> bool:
+        """Whether a completion is empty after the evaluation cleaner ``empty_clean`` (a non-string
+        is not empty: it is unscorable)."""
+        if not isinstance(text, str):
+            return False
+        cleaned = self._empty_cleaner(text).strip()
+        return not cleaned or cleaned == EMPTY_REPORT
+
     def score(self, hyps: Sequence[str], refs: Sequence[str]) -> list[RewardResult]:
         """One result per (hyp, ref) pair, with every component's value."""
         if len(hyps) != len(refs):
             raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
-        hyp_analyses = self.analyze(hyps)
+        floored = [self.empty_completion == "floor" and self.is_empty(h) for h in hyps]
+        # Floored completions are not analysed (their score does not depend on it).
+        analysed = iter(self.analyze([h for h, skip in zip(hyps, floored, strict=True) if not skip]))
+        hyp_analyses = [None if skip else next(analysed) for skip in floored]
         ref_analyses = self._reference_analyses(refs)
         total_weight = sum(self.components.values())
         results = []
         for hyp, ref in zip(hyp_analyses, ref_analyses, strict=True):
+            if hyp is None:
+                result = RewardResult(EMPTY_FLOOR, dict.fromkeys(self.components, EMPTY_FLOOR))
+                self.stats.record(result)
+                results.append(result)
+                continue
             values = {name: self._component(name, hyp, ref) for name in self.components}
             scored = {name: v for name, v in values.items() if v is not None}
             total = None

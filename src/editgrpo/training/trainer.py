@@ -616,6 +616,7 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
             ref_logp=inputs.get("ref_per_token_logps"),
             kl_beta=self.beta,
             kl_estimator=self.loss_config.kl_estimator,
+            kl_clamp=self.loss_config.kl_clamp,
             aggregation=self.loss_config.aggregation,
             max_completion_length=self.max_completion_length,
             token_weights=weights,

@@ -59,6 +59,62 @@ def test_k1_and_k3_are_unbiased_under_the_policy() -> None:
         torch.testing.assert_close(expected, true_kl)
 
 
+def test_kl_clamp_by_hand() -> None:
+    # log r = ref - logp. k3 at log r = 3: e^3 - 3 - 1 = 16.0855 -> clamped to 10, no gradient;
+    # at log r = -12: e^-12 + 12 - 1 = 11.000006 -> 10; at log r = 1: e - 2 = 0.718282 (kept,
+    # gradient d k3 / d logp = 1 - e^(log r) = 1 - e = -1.718282).
+    ref = torch.zeros(1, 3, dtype=torch.float64)
+    logp = torch.tensor([[-3.0, 12.0, -1.0]], dtype=torch.float64, requires_grad=True)
+    kl = kl_penalty(logp, ref, "k3", clamp=10.0)
+    torch.testing.assert_close(kl, torch.tensor([[10.0, 10.0, math.e - 2.0]], dtype=torch.float64))
+    kl.sum().backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[0.0, 0.0, 1.0 - math.e]], dtype=torch.float64))
+    # Unclamped, the same tokens keep their full values.
+    free = kl_penalty(logp.detach(), ref, "k3")
+    torch.testing.assert_close(
+        free[0, :2], torch.tensor([math.exp(3) - 4.0, math.exp(-12) + 11.0], dtype=torch.float64)
+    )
+    # k1 is clamped on both sides: ln-ratio 15 -> 10, -15 -> -10.
+    k1 = kl_penalty(torch.tensor([[15.0, -15.0]]), torch.zeros(1, 2), "k1", clamp=10.0)
+    torch.testing.assert_close(k1, torch.tensor([[10.0, -10.0]]))
+
+
+def test_kl_clamp_gives_finite_gradients_where_exp_overflows() -> None:
+    # log r = 200 overflows exp in float32 (inf); the clamp's zero-gradient branch would then
+    # backpropagate 0 * inf = NaN. The bounded log-ratio keeps it finite (and zero).
+    logp = torch.tensor([[-200.0, 0.0]], requires_grad=True)
+    kl = kl_penalty(logp, torch.zeros(1, 2), "k3", clamp=10.0)
+    kl.sum().backward()
+    assert torch.isfinite(logp.grad).all() and logp.grad[0, 0] == 0.0
+    torch.testing.assert_close(kl, torch.tensor([[10.0, 0.0]]))
+    with pytest.raises(ValueError, match="KL clamp must be > 0"):
+        kl_penalty(logp, logp, "k3", clamp=0.0)
+
+
+@pytest.mark.parametrize("clamp", [0.1, 1.0, 10.0, 50.0])
+def test_kl_clamp_bounds_do_not_change_values(clamp: float) -> None:
+    # The inner bound on the log-ratio only acts where k3 already exceeds the clamp.
+    log_r = torch.linspace(-80.0, 30.0, 20001, dtype=torch.float64)
+    plain = torch.clamp(torch.exp(log_r) - log_r - 1.0, -clamp, clamp)
+    torch.testing.assert_close(
+        kl_penalty(-log_r[None], torch.zeros(1, log_r.numel(), dtype=torch.float64), "k3", clamp)[0], plain
+    )
+
+
+def test_policy_loss_passes_the_kl_clamp() -> None:
+    logp = torch.tensor([[-3.0, -1.0]], dtype=torch.float64)
+    ref = torch.zeros_like(logp)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    args = dict(kl_beta=1.0, ref_logp=ref, aggregation="token_mean")
+    _, clamped = policy_loss(
+        logp, logp, torch.zeros(1, dtype=torch.float64), mask, ~mask, kl_clamp=10.0, **args
+    )
+    _, free = policy_loss(logp, logp, torch.zeros(1, dtype=torch.float64), mask, ~mask, **args)
+    # token mean of [min(e^3 - 4, 10), e - 2] vs [e^3 - 4, e - 2]
+    assert clamped["kl_loss"].item() == pytest.approx((10.0 + math.e - 2.0) / 2)
+    assert free["kl_loss"].item() == pytest.approx((math.exp(3) - 4.0 + math.e - 2.0) / 2)
+
+
 def test_unknown_estimator_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="valid names: k1, k2, k3"):
         kl_penalty(torch.zeros(1, 1), torch.zeros(1, 1), "k4")

@@ -243,3 +243,57 @@ def test_config_requires_label_freqs_for_chexpert_balanced(tmp_path) -> None:
         RewardConfig(components={"chexpert_balanced": 1.0}, label_freqs=str(path))
     )
     assert reward.label_freqs is not None and reward.label_freqs["Cardiomegaly"] == 0.3
+
+
+NORMAL_REF = "Heart size is normal. Lungs are clear. No pleural effusion or pneumothorax."
+ABNORMAL_REF = "Mild cardiomegaly. Small left pleural effusion."
+
+
+def test_an_empty_completion_gets_the_floor_by_default(reward: CompositeReward) -> None:
+    # Measured before the floor: "" scored 1.5 of 3 against a normal reference (micro-F1-14 1.0 via
+    # No Finding, RaTEScore's floor), more than a real but wrong one-sentence report.
+    scoring = CompositeReward(empty_completion="score")
+    for ref in (NORMAL_REF, ABNORMAL_REF):
+        for empty in ("", "   \n\t "):
+            (floored,) = reward.score([empty], [ref])
+            assert floored.total == 0.0
+            assert floored.components == dict.fromkeys(reward.components, 0.0)
+            (scored,) = scoring.score([empty], [ref])
+            assert scored.total is not None and scored.total > 0.0  # what the components give
+    (scored,) = scoring.score([""], [NORMAL_REF])
+    assert scored.total == pytest.approx(1.5, abs=0.05)
+    # A real but wrong report now beats the empty one, as it should.
+    (wrong,) = reward.score(["Mild pulmonary edema."], [NORMAL_REF])
+    assert wrong.total > 0.0
+    # The TRL reward-function form takes the same path; a non-string stays unscorable (None).
+    assert reward(completions=["", REF, None], reference=[REF, REF, REF]) == [0.0, pytest.approx(3.0), None]
+
+
+def test_emptiness_is_decided_after_the_evaluation_cleaner() -> None:
+    # The authors' cleaning drops one-word sentences ("[EMPTY]" when nothing is left): with
+    # empty_clean=editgrpo "Normal." is an empty report; with the default it is scored.
+    authors = CompositeReward(empty_clean="editgrpo")
+    default = CompositeReward()
+    (cleaned,) = authors.score(["Normal."], [NORMAL_REF])
+    (kept,) = default.score(["Normal."], [NORMAL_REF])
+    assert cleaned.total == 0.0 and kept.total is not None and kept.total > 0.0
+    assert authors.is_empty("[EMPTY]") and not default.is_empty("No effusion.")
+    # The text scored is the original one: a non-empty completion scores the same either way.
+    assert authors.score([REF], [REF]) == default.score([REF], [REF])
+    with pytest.raises(ValueError, match="unknown empty_completion 'flor'; valid: floor, score"):
+        CompositeReward(empty_completion="flor")
+    with pytest.raises(ValueError, match="unknown cleaner"):
+        CompositeReward(empty_clean="bogus")
+
+
+def test_empty_completion_options_come_from_the_config() -> None:
+    from editgrpo.config import ConfigError
+    from editgrpo.rewards.composite import EMPTY_COMPLETION
+    from editgrpo.text.clean import CLEANERS
+
+    assert RewardConfig.EMPTY_COMPLETION == EMPTY_COMPLETION
+    assert set(RewardConfig.CLEANERS) == set(CLEANERS)
+    reward = CompositeReward.from_config(RewardConfig(empty_completion="score", empty_clean="editgrpo"))
+    assert reward.empty_completion == "score" and reward.empty_clean == "editgrpo"
+    with pytest.raises(ConfigError, match="empty_completion = 'flor': must be one of floor, score"):
+        RewardConfig(empty_completion="flor")

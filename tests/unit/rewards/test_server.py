@@ -384,6 +384,20 @@ def test_health_names_components_and_backends(url: str) -> None:
     }
 
 
+def test_empty_completions_get_the_servers_policy(url: str) -> None:
+    # The server scores with its CompositeReward, so the empty-completion floor holds there too,
+    # and `empty_completion: score` (the release's behaviour) passes the components' values through.
+    ref = HAND_WRITTEN[1]
+    with RewardClient(url, token=TOKEN) as client:
+        (empty, blank) = client.score(["", "  \n "], [ref, ref])
+    assert empty.total == blank.total == 0.0
+    assert empty.components == dict.fromkeys(empty.components, 0.0)
+    scoring = CompositeReward(empty_completion="score")
+    with thread_server(RewardService(scoring, limits=ServerLimits())) as other, RewardClient(other) as client:
+        (scored,) = client.score([""], [ref])
+    assert scored == scoring.score([""], [ref])[0] and scored.total > 0.0
+
+
 def test_metrics_count_routes_statuses_batches_and_unscorable(url: str) -> None:
     with RewardClient(url, token=TOKEN) as client:
         before = client.metrics()
