@@ -132,6 +132,40 @@ def test_sft_then_editgrpo_changes_every_trainable_parameter(
     assert [json.loads(line)["step"] for line in lines][:3] == [1, 2, 3]
     assert (tmp_path / "rl" / "resolved_config.yaml").is_file()
 
+    # Collapse figures, on-policy rows every step (edited rows when a step had any).
+    for entry in steps:
+        assert 0.0 <= entry["collapse/on_policy/empty_rate"] <= 1.0
+        assert 0.0 <= entry["collapse/on_policy/duplicate_rate"] <= 1.0
+        assert 0.0 <= entry["collapse/on_policy/repeated_sentence_rate"] <= 1.0
+        assert 0.0 < entry["collapse/on_policy/length_tokens"] <= 40
+    assert any("collapse/edited/length_tokens" in entry for entry in steps)
+
+    # What the policy wrote next to its edits: one row per group and step (logging_steps=1).
+    from editgrpo.data.manifest import read_manifest
+    from editgrpo.training.trainer import COMPLETIONS_LOG
+
+    findings = {s.study_id: s.findings for s in read_manifest(synth_dir / "train.jsonl")[0]}
+    rows = [json.loads(line) for line in (tmp_path / "rl" / COMPLETIONS_LOG).read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 1, 2, 2, 3, 3]
+    edits = 0
+    for row in rows:
+        assert (
+            row["reference"] == findings[row["study_id"]].strip()
+            or row["reference"] == findings[row["study_id"]]
+        )
+        assert len(row["completions"]) == 4 and [c["index"] for c in row["completions"]] == [0, 1, 2, 3]
+        for item in row["completions"]:
+            assert item["reward"] is not None and 0.0 <= item["reward"] <= 3.0
+            assert set(item["components"]) == {"radgraph_partial", "chexbert_micro14", "ratescore"}
+            if item["kind"] == "edit":
+                edits += 1
+                assert item["index"] >= 2 and 0 <= item["source"] < 2 and item["ops"]
+                source = row["completions"][item["source"]]
+                assert source["kind"] == "sample" and source["text"] != item["text"]
+                for start, end in item["inserted"]:
+                    assert item["text"][start:end].strip() in row["reference"]
+    assert edits > 0
+
 
 def test_one_rollout_batch_edits_masks_and_advantages(
     sft_model: Path, synth_dir: Path, tmp_path: Path
@@ -157,7 +191,8 @@ def test_one_rollout_batch_edits_masks_and_advantages(
             assert edited[row] and row % 4 >= 2, "edits go to the last k slots of a group"
             assert record.source is not None and record.source // 4 == row // 4 and record.source % 4 < 2
             # Replaced or appended sentences bring reference tokens; a pure deletion brings none.
-            assert any(inserted) == bool({"replace", "append"} & set(record.ops)) or len(ids) == 40
+            # (An edit whose inserted tokens the completion limit cut away is no edit: a top-up.)
+            assert any(inserted) == bool({"replace", "append"} & set(record.ops))
             reference = inputs[row]["reference"]
             pieces = tokenizer.decode(
                 [t for t, m in zip(ids, inserted, strict=True) if m], skip_special_tokens=True
@@ -270,6 +305,52 @@ def test_resume_after_kill_gives_the_uninterrupted_parameters(
     assert a.keys() == b.keys()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst < 1e-5, f"resumed parameters differ from the uninterrupted run by {worst}"
+
+
+def test_resume_at_max_steps_writes_final_and_trains_nothing(
+    sft_model: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    """max_steps = 3 with save_steps = 2 (not a divisor): checkpoints 2 and 3 (the Trainer saves at
+    the end). ``--resume`` then finds the run finished: before the fix it trained a step 4, wrote
+    checkpoint-4 and overwrote final/."""
+    from editgrpo.errors import UserError
+    from editgrpo.training.trainer import COMPLETIONS_LOG, run_train
+
+    out = tmp_path / "rl"
+    overrides = rl_overrides(sft_model, synth_dir, out, "max_steps=3", "save_steps=2")
+    first = run_train(rl_config(*overrides))
+    assert first.global_step == 3
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    trained = _state(out / "final")
+    logged = (out / COMPLETIONS_LOG).read_text()
+
+    # final/ present: nothing to do, nothing changes.
+    stamp = (out / "final" / "model.safetensors").stat().st_mtime_ns
+    again = run_train(rl_config(*overrides), resume=True)
+    assert again.global_step == 3 and again.resumed_from == str(out / "checkpoint-3")
+    assert (out / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+
+    # final/ lost (a kill while it was written): made again from checkpoint-3, still no training.
+    import shutil
+
+    shutil.rmtree(out / "final")
+    (out / "final.partial").mkdir()  # what a kill during the write leaves behind
+    again = run_train(rl_config(*overrides), resume=True)
+    assert again.global_step == 3
+    assert not (out / "checkpoint-4").exists() and not (out / "final.partial").exists()
+    rebuilt = _state(out / "final")
+    assert rebuilt.keys() == trained.keys() and all(torch.equal(rebuilt[k], trained[k]) for k in trained)
+    from editgrpo.models.qwen_vl import load_processor
+
+    load_processor(str(out / "final"))
+    assert not list((out / "final").glob("optimizer.pt")) and not (out / "final" / COMPLETE_MARKER).exists()
+    assert (out / COMPLETIONS_LOG).read_text() == logged
+
+    # A checkpoint past max_steps: the user lowered max_steps; refused with the fix.
+    with pytest.raises(UserError, match="past max_steps = 2: raise max_steps"):
+        run_train(
+            rl_config(*rl_overrides(sft_model, synth_dir, out, "max_steps=2", "save_steps=2")), resume=True
+        )
 
 
 # ---------------------------------------------------------------------------------------------

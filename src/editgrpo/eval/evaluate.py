@@ -234,6 +234,8 @@ def _score(
             graph_entities=graph_entities,
             embedder=embedder,
             ratescore_version=ratescore_version,
+            # Evaluation scores an empty report as the metrics define it (the floor is a reward choice).
+            empty_completion="score",
         )
         hyp_an, ref_an = reward.analyze(preds), reward.analyze(refs)
         lab_name = getattr(reward.labeler, "name", labeler) if reward.labeler is not None else labeler

@@ -13,12 +13,17 @@ the characters its bytes belong to, so a partial-character token covers its whol
 token straddling a policy/reference boundary counts as inserted (the policy did not write it as
 it stands, so it is not an on-policy sample). A token with an empty offset range (possible for
 tokens the normaliser produced) takes the source of the character at its offset.
+
+``edited_completion`` turns an edited text into the completion tokens of its row, or None when the
+edit must count as unchanged (empty text, every inserted token cut by the completion limit, or the
+source's own tokens again).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -46,3 +51,45 @@ def encode_with_inserted_mask(
 
     mask = [overlaps(int(start), int(end)) for start, end in encoded["offset_mapping"]]
     return list(encoded["input_ids"]), mask
+
+
+@dataclass(frozen=True)
+class EditedCompletion:
+    """An edited copy as completion tokens: ``ids`` (end-of-turn appended, cut to the completion
+    limit), one ``inserted`` flag per id, and whether the cut removed tokens (``truncated``)."""
+
+    ids: list[int]
+    inserted: list[bool]
+    truncated: bool
+
+
+def edited_completion(
+    tokenizer: Any,
+    text: str,
+    spans: Sequence[tuple[int, int, str]],
+    *,
+    end_id: int,
+    max_length: int,
+    source_ids: Sequence[int] | None = None,
+) -> EditedCompletion | None:
+    """The completion tokens of an edited text, or None when the edit must count as unchanged:
+
+    - the text is empty (only the end token would be left: a copy that teaches ending at once);
+    - the edit inserted reference tokens but the completion limit cut every one of them (a source
+      that already fills ``max_length`` and got a sentence appended): what is left is a
+      re-tokenised copy of the source, which would weigh twice in the baseline and the gradient;
+    - the ids equal ``source_ids`` (the source's own completion), for the same reason.
+
+    The end token counts as inserted when the text ends in reference characters (the policy did not
+    choose to stop there); a truncated copy has no end token, like a truncated sample."""
+    if not text.strip():
+        return None
+    ids, mask = encode_with_inserted_mask(tokenizer, text, spans)
+    ids.append(end_id)
+    mask.append(bool(spans) and spans[-1][2] == "reference")
+    kept_ids, kept_mask = ids[:max_length], mask[:max_length]
+    if any(mask) and not any(kept_mask):
+        return None
+    if source_ids is not None and list(source_ids) == kept_ids:
+        return None
+    return EditedCompletion(kept_ids, kept_mask, len(ids) > max_length)

@@ -31,6 +31,7 @@ Shapes: B studies per batch, T tokens (prompt + completion, padded), and the pro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -287,7 +288,8 @@ def merge_lora_checkpoint(checkpoint: str | Path, out: str | Path, *, base: str 
 def clinical_scores(predictions: Sequence[str], references: Sequence[str], reward: Any) -> dict[str, float]:
     """Corpus scores of N (prediction, reference) pairs from the per-pair results of ``reward`` (a
     ``rewards.composite.CompositeReward`` with the ``chexbert_micro14`` and ``radgraph_partial``
-    components), named with their backends as offline approximations of the paper's columns:
+    components, built with ``empty_completion="score"`` so an empty report is scored as the metrics
+    define it), named with their backends as offline approximations of the paper's columns:
 
     - ``{labeler}_micro_f1_14``: 2 sum TP / (2 sum TP + sum FP + sum FN) over all pairs and the 14
       labels; ``{labeler}_macro_f1_14``: the mean over the 14 labels of each label's corpus F1, 0 for
@@ -383,9 +385,13 @@ class ClinicalEvaluator:
         self.out = Path(out)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        # The offline backends: chexpert-rules labels and lexicon RadGraph-type entities.
+        # The offline backends: chexpert-rules labels and lexicon RadGraph-type entities. Evaluation
+        # scores an empty report as the metrics define it (the floor is a training-reward choice).
         self.reward = CompositeReward(
-            {"chexbert_micro14": 1.0, "radgraph_partial": 1.0}, labeler="rules", entities="lexicon"
+            {"chexbert_micro14": 1.0, "radgraph_partial": 1.0},
+            labeler="rules",
+            entities="lexicon",
+            empty_completion="score",
         )
 
     def generate(self, model: Any) -> list[str]:
@@ -513,6 +519,7 @@ def run_sft(config: SFTConfig, *, resume: bool = False) -> SFTResult:
 
     from editgrpo.models.qwen_vl import load_model_section
     from editgrpo.training.checkpoints import last_complete_checkpoint
+    from editgrpo.training.precision import trainable_dtype
     from editgrpo.training.resume import SafeCheckpointsMixin
 
     class StudySFTTrainer(SafeCheckpointsMixin, SFTTrainer):
@@ -528,7 +535,12 @@ def run_sft(config: SFTConfig, *, resume: bool = False) -> SFTResult:
     save_resolved_config(config, output_dir)
 
     # Phase 2: processor and policy (tiny or real: the same loader).
-    processor, model = load_model_section(config.model)
+    # Full fine-tuning keeps fp32 master weights unless DeepSpeed does (training/precision.py); LoRA
+    # trains fp32 adapters on a frozen base in the recipe's dtype (peft autocast_adapter_dtype).
+    model_section = config.model
+    if not config.lora.enabled:
+        model_section = dataclasses.replace(model_section, dtype=trainable_dtype(model_section.dtype))
+    processor, model = load_model_section(model_section)
 
     # Phases 3-4: manifests -> prompt/completion examples.
     train = read_examples(config.data.train, config, config.data.max_train_samples, config.data.train_split)

@@ -38,6 +38,7 @@ count, because DeepSpeed ZeRO-3 generation and vLLM's server mode are collective
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -60,13 +61,31 @@ from editgrpo.edits.engine import RolloutEditor, build_local_analyser, server_an
 from editgrpo.errors import UserError
 from editgrpo.rewards.composite import completion_text
 from editgrpo.text.observations import CHEXPERT_14
-from editgrpo.training.checkpoints import last_complete_checkpoint, list_checkpoints
+from editgrpo.training.checkpoints import checkpoint_step, last_complete_checkpoint, list_checkpoints
 from editgrpo.training.groups import compose_groups
+from editgrpo.training.monitoring import (
+    collapse_stats,
+    completion_log_rows,
+    completions_table,
+    importance_sampling_stats,
+    markdown_table,
+)
+from editgrpo.training.precision import trainable_dtype
 from editgrpo.training.resume import SafeCheckpointsMixin
-from editgrpo.training.rollout_edits import encode_with_inserted_mask
+from editgrpo.training.rollout_edits import edited_completion
 
 FINAL_CHECKPOINT = "final"
 LOG_HISTORY = "log_history.jsonl"
+COMPLETIONS_LOG = "completions.jsonl"
+# Files of a checkpoint that are training state, not the model: left out when final/ is made from
+# the last checkpoint of a finished run (resume at max_steps).
+TRAINING_STATE_FILES = (
+    "optimizer.pt",
+    "scheduler.pt",
+    "trainer_state.json",
+    "rng_state*.pth",
+    "editgrpo_complete.json",
+)
 
 # TRL internals this subclass overrides or calls, with the parameters it relies on (TRL 1.16).
 TRL_CONTRACT: dict[str, tuple[str, ...]] = {
@@ -155,22 +174,28 @@ def check_trl_contract(trainer_class: type = GRPOTrainer) -> None:
 class RolloutRecord:
     """What one row of a rollout batch is: ``sample`` (on-policy), ``edit`` (an edited copy of row
     ``source``), ``topup`` (a fresh sample in an edit slot whose edit changed nothing).
-    ``inserted`` is one bool per completion token (edits only)."""
+    ``inserted`` is one bool per completion token and ``spans`` the edited text's character spans
+    (edits only)."""
 
     kind: str = "sample"
     source: int | None = None
     inserted: list[bool] = field(default_factory=list)
     ops: tuple[str, ...] = ()
+    spans: tuple[tuple[int, int, str], ...] = ()
 
 
 @dataclass
 class EditAttempt:
-    """One planned edit: the op kinds it applied and whether the text changed."""
+    """One planned edit: the op kinds it applied, whether it made an edited copy (``changed``),
+    whether the copy was cut by the completion limit, whether the analysis failed, and whether a
+    changed text was dropped (``dropped``: empty, every inserted token cut, or the source's own
+    tokens again; ``rollout_edits.edited_completion``)."""
 
     ops: tuple[str, ...]
     changed: bool
     truncated: bool = False
     failed: bool = False
+    dropped: bool = False
 
 
 def select_rows(
@@ -347,19 +372,6 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
         self._sampled_rows += count
         return completion_ids, (list(logprobs[:count]) if logprobs is not None else None)
 
-    def _edited_tokens(
-        self, text: str, spans: Sequence[tuple[int, int, str]]
-    ) -> tuple[list[int], list[bool], bool]:
-        """Token ids of an edited completion (end-of-turn appended), its inserted mask and whether
-        it was truncated to ``max_completion_length`` (then, like a truncated sample, it has no
-        end token). The end token counts as inserted when the text ends in reference characters:
-        the policy did not choose to stop there."""
-        ids, mask = encode_with_inserted_mask(self._tokenizer, text, spans)
-        ids.append(self.end_of_turn_id)
-        mask.append(bool(spans) and spans[-1][2] == "reference")
-        truncated = len(ids) > self.max_completion_length
-        return ids[: self.max_completion_length], mask[: self.max_completion_length], truncated
-
     def _generate_single_turn(
         self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
     ):
@@ -406,17 +418,30 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
         topups: list[int] = []
         for (source, slot), result in zip(layout.edits, edited, strict=True):
             kinds = tuple(sorted({op.kind for op in result.ops}))
-            if result.changed:
-                token_ids, mask, truncated = self._edited_tokens(result.text, result.spans)
-                completions[slot] = token_ids
+            # An edit that empties the report, loses every inserted token to the completion limit,
+            # or gives the source's own tokens back counts as unchanged (training-signal issue).
+            completion = (
+                edited_completion(
+                    self._tokenizer,
+                    result.text,
+                    result.spans,
+                    end_id=self.end_of_turn_id,
+                    max_length=self.max_completion_length,
+                    source_ids=completions[source],
+                )
+                if result.changed
+                else None
+            )
+            if completion is not None:
+                completions[slot] = completion.ids
                 if logprobs is not None:
                     # No sampler probability exists for an edited copy: NaN makes TRL's importance
                     # weight exactly 1 for its tokens (grpo_trainer: NaN differences are zeroed).
-                    logprobs[slot] = [math.nan] * len(token_ids)
-                records[slot] = RolloutRecord("edit", source, mask, kinds)
-                attempts.append(EditAttempt(kinds, True, truncated))
+                    logprobs[slot] = [math.nan] * len(completion.ids)
+                records[slot] = RolloutRecord("edit", source, completion.inserted, kinds, tuple(result.spans))
+                attempts.append(EditAttempt(kinds, True, completion.truncated))
             else:
-                attempts.append(EditAttempt(kinds, False))
+                attempts.append(EditAttempt(kinds, False, dropped=result.changed))
                 if self.edit_config.generation == "fill":
                     topups.append(slot)
                     records[slot] = RolloutRecord("topup", source)
@@ -470,6 +495,7 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
         for name, value in stats.items():
             self._metrics[mode][f"advantages/{name}"].append(float(value))
         self._log_rollout_stats(mode, records, output["completion_mask"], inserted)
+        self._log_completions(mode, inputs, records, output)
         return output
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -554,6 +580,8 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
             "edits/op_rate/add": [float("append" in a.ops and a.changed) for a in attempts],
             "edits/op_rate/none": [float(not a.changed) for a in attempts],
             "edits/truncated_rate": [float(a.truncated) for a in attempts if a.changed],
+            # Changed texts dropped as unchanged: empty, every inserted token cut, or the source again.
+            "edits/dropped_rate": [float(a.dropped) for a in attempts],
             "edits/failed_rate": [float(a.failed) for a in attempts],
             "edits/edited_rows_frac": [float(r.kind == "edit") for r in records],
             "edits/topup_rows_frac": [float(r.kind == "topup") for r in records],
@@ -566,6 +594,72 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
             ],
         }
         self._log_means(mode, values)
+
+    def _log_completions(
+        self, mode: str, inputs: list[dict[str, Any]], records: list[RolloutRecord], output: dict[str, Any]
+    ) -> None:
+        """Collapse figures every step; vLLM importance-sampling masks when TRL corrects; every
+        ``logging_steps`` (train), the batch's completions next to their edits in
+        ``OUTPUT_DIR/completions.jsonl`` (gathered to the main process) and as a table to
+        ``report_to`` (TensorBoard text, W&B table)."""
+        ids, mask = output["completion_ids"], output["completion_mask"].bool()  # (B, T) each
+        lengths = mask.sum(dim=1).tolist()  # (B,)
+        texts = self._tokenizer.batch_decode(
+            [row[m].tolist() for row, m in zip(ids, mask, strict=True)], skip_special_tokens=True
+        )
+        edited = [r.kind == "edit" for r in records]
+        group = self.num_generations if mode == "train" else self.num_generations_eval
+        values = collapse_stats(texts, lengths, edited, group, getattr(self.scorer, "is_empty", None))
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            weights = output.get("importance_sampling_ratio")
+            if weights is not None:
+                sampled = torch.tensor([not e for e in edited], device=mask.device)
+                values.update(importance_sampling_stats(weights, mask, sampled))
+        self._log_means(mode, values)
+
+        step = self.state.global_step + 1  # the optimizer step this rollout batch trains
+        if mode != "train" or step % self.args.logging_steps:
+            return
+        rows = completion_log_rows(
+            step=step,
+            process=self.accelerator.process_index,
+            study_ids=[row.get("study_id") for row in inputs],
+            references=self._references,
+            texts=texts,
+            lengths=lengths,
+            records=records,
+            results=self._last_results,
+            group_size=group,
+        )
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object(rows)
+        if not self.accelerator.is_main_process:
+            return
+        path = Path(self.args.output_dir) / COMPLETIONS_LOG
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(row) + "\n" for row in rows))
+        self._report_completions(step, rows)
+
+    def _report_completions(self, step: int, rows: list[dict[str, Any]]) -> None:
+        """The logged completions as a table for the ``report_to`` backends that show tables."""
+        columns, table = completions_table(rows)
+        report_to = set(self.args.report_to or [])
+        if "tensorboard" in report_to:
+            from transformers.integrations import TensorBoardCallback
+
+            for callback in self.callback_handler.callbacks:
+                writer = getattr(callback, "tb_writer", None)
+                if isinstance(callback, TensorBoardCallback) and writer is not None:
+                    writer.add_text("completions", markdown_table(columns, table), global_step=step)
+                    writer.flush()
+        if "wandb" in report_to:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.log({"completions": wandb.Table(columns=columns, data=table)}, commit=False)
 
     # -----------------------------------------------------------------------------------------
     # Loss
@@ -691,7 +785,8 @@ def read_rl_rows(
     manifest: str | Path, config: RLConfig, limit: int | None
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """RL rows of a manifest: ``prompt`` (the user turn with image placeholders), ``images`` (paths,
-    opened per batch) and ``reference`` (the target section); studies without one are skipped."""
+    opened per batch), ``reference`` (the target section) and ``study_id``; studies without a
+    reference are skipped."""
     from editgrpo.training.sft import read_examples
 
     examples = read_examples(manifest, config, limit, config.data.train_split)  # duck-typed sections
@@ -700,7 +795,14 @@ def read_rl_rows(
         (assistant,) = row["completion"]
         content = assistant["content"]
         reference = content if isinstance(content, str) else "".join(p.get("text") or "" for p in content)
-        rows.append({"prompt": row["prompt"], "images": row["images"], "reference": reference})
+        rows.append(
+            {
+                "prompt": row["prompt"],
+                "images": row["images"],
+                "reference": reference,
+                "study_id": row["study_id"],
+            }
+        )
     return rows, list(examples.skipped)
 
 
@@ -790,6 +892,17 @@ def grpo_arguments(config: RLConfig, num_processes: int) -> Any:
     )
 
 
+def training_processes(config: RLConfig) -> int:
+    """The process count of the distributed state the Trainer will use. transformers builds it as
+    ``PartialState(cpu=True)`` under ``use_cpu`` (``TrainingArguments._setup_devices``) and the state
+    is shared by the process, so it is asked the same way here, first: a bare ``PartialState()``
+    under ``torchrun`` on CPU reports one process, which multiplied the batch by the world size and
+    skipped the divisibility check."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=config.use_cpu).num_processes
+
+
 def build_editor(config: RLConfig, scorer: Any) -> RolloutEditor | None:
     """The edit engine, sharing the reward's annotators when they run in this process."""
     if not config.edit.enabled:
@@ -815,8 +928,6 @@ def build_editor(config: RLConfig, scorer: Any) -> RolloutEditor | None:
 
 def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[EditGRPOTrainer, int, list[str]]:
     """The trainer of a recipe, with its data; returns ``(trainer, train_prompts, skipped)``."""
-    from accelerate import PartialState
-
     from editgrpo.models.qwen_vl import load_model_section
     from editgrpo.rewards.client import build_reward_scorer
     from editgrpo.training.progress import RichProgressCallback
@@ -831,8 +942,11 @@ def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[Edit
             f"{config.data.train}: no study has a {config.data.target_section!r} text to train on"
         )
 
-    args = grpo_arguments(config, PartialState().num_processes)
-    processor, model = load_model_section(config.model)
+    processes = training_processes(config)
+    args = grpo_arguments(config, processes)
+    processor, model = load_model_section(
+        dataclasses.replace(config.model, dtype=trainable_dtype(config.model.dtype))
+    )
     scorer = build_reward_scorer(config.reward)
     editor = build_editor(config, scorer)
     label_freqs = None
@@ -865,6 +979,11 @@ def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[Edit
         )
     finally:
         model.config._name_or_path = original_name
+    if trainer.accelerator.num_processes != processes:
+        raise RuntimeError(
+            f"the Trainer runs {trainer.accelerator.num_processes} processes but the batch was split for "
+            f"{processes}: training_processes() must ask the distributed state the way TrainingArguments does"
+        )
     if config.progress_bar:
         from transformers.trainer_callback import PrinterCallback
 
@@ -876,7 +995,9 @@ def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[Edit
 
 def run_train(config: RLConfig, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Run the RL recipe of ``config`` (module docstring); ``resume`` continues from the newest
-    complete checkpoint of ``output_dir`` (a fresh start when there is none)."""
+    complete checkpoint of ``output_dir`` (a fresh start when there is none). A run whose newest
+    complete checkpoint is already at ``max_steps`` trains nothing: ``final/`` is made from that
+    checkpoint when it is missing (a kill while it was written, or after the last save)."""
     output_dir = Path(config.output_dir)
     checkpoint = last_complete_checkpoint(output_dir) if resume else None
     if not resume and any(done for _, _, done in list_checkpoints(output_dir)):
@@ -884,16 +1005,29 @@ def run_train(config: RLConfig, *, resume: bool = False, callbacks: Sequence[Any
             f"{output_dir} already holds checkpoints of a run: pass --resume to continue it, or choose "
             "another output_dir"
         )
+    if checkpoint is not None:
+        step = checkpoint_step(checkpoint) or 0
+        if step > config.max_steps:
+            raise UserError(
+                f"{checkpoint} is at step {step}, past max_steps = {config.max_steps}: raise max_steps to "
+                "continue the run, or start a new output_dir"
+            )
+        if step == config.max_steps:
+            return _finish_from_checkpoint(config, checkpoint)
+        _truncate_completions_log(output_dir / COMPLETIONS_LOG, step)
     save_resolved_config(config, output_dir)
     trainer, prompts, skipped = build_trainer(config, callbacks)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     final = output_dir / FINAL_CHECKPOINT
-    trainer.save_model(str(final))
+    # Written under a temporary name and renamed, so a kill leaves the previous final/ or none.
+    partial = output_dir / f"{FINAL_CHECKPOINT}.partial"
+    trainer.save_model(str(partial))  # collective under ZeRO-3: every process takes part
+    trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
-        trainer.processing_class.save_pretrained(str(final))
-        with open(output_dir / LOG_HISTORY, "w") as handle:
-            for entry in trainer.state.log_history:
-                handle.write(json.dumps(entry) + "\n")
+        trainer.processing_class.save_pretrained(str(partial))
+        _replace_dir(partial, final)
+        _write_log_history(output_dir, trainer.state.log_history)
+    trainer.accelerator.wait_for_everyone()
     return TrainResult(
         output_dir=str(output_dir),
         final_checkpoint=str(final),
@@ -902,4 +1036,75 @@ def run_train(config: RLConfig, *, resume: bool = False, callbacks: Sequence[Any
         train_prompts=prompts,
         skipped=skipped,
         log_history=list(trainer.state.log_history),
+    )
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    """Put the complete folder ``source`` at ``target`` (an older ``target`` is moved aside first and
+    deleted after the rename)."""
+    import shutil
+
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    source.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _write_log_history(output_dir: Path, history: list[dict[str, Any]]) -> None:
+    temporary = output_dir / (LOG_HISTORY + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(entry) + "\n" for entry in history))
+    temporary.replace(output_dir / LOG_HISTORY)
+
+
+def _truncate_completions_log(path: Path, step: int) -> None:
+    """Drop the completions a killed run logged after the checkpoint it resumes from (they are
+    logged again, from the same seeded draws, as the resumed run redoes those steps)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text("".join(kept), encoding="utf-8")
+        temporary.replace(path)
+
+
+def _finish_from_checkpoint(config: RLConfig, checkpoint: Path) -> TrainResult:
+    """A run already at ``max_steps``: ``final/`` from the checkpoint's model and processor files
+    when it is missing; nothing is trained."""
+    import fnmatch
+    import shutil
+
+    from accelerate import PartialState
+
+    output_dir = Path(config.output_dir)
+    final = output_dir / FINAL_CHECKPOINT
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    history = list(state.get("log_history", []))
+    distributed = PartialState(cpu=config.use_cpu)
+    if distributed.is_main_process and not final.is_dir():
+        partial = output_dir / f"{FINAL_CHECKPOINT}.partial"
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir()
+        for item in sorted(checkpoint.iterdir()):
+            if item.is_file() and not any(fnmatch.fnmatch(item.name, p) for p in TRAINING_STATE_FILES):
+                shutil.copy2(item, partial / item.name)
+        _replace_dir(partial, final)
+        if not (output_dir / LOG_HISTORY).is_file():
+            _write_log_history(output_dir, history)
+    distributed.wait_for_everyone()
+    return TrainResult(
+        output_dir=str(output_dir),
+        final_checkpoint=str(final),
+        global_step=int(state.get("global_step", checkpoint_step(checkpoint) or 0)),
+        resumed_from=str(checkpoint),
+        train_prompts=0,
+        skipped=[],
+        log_history=history,
     )

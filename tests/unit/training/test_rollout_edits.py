@@ -126,3 +126,74 @@ def test_slow_tokenizer_is_rejected() -> None:
 
     with pytest.raises(ValueError, match="needs a fast tokenizer"):
         inserted_token_mask(Slow(), "x", ())
+
+
+# ---------------------------------------------------------------------------------------------
+# Edited completions: end token, empty texts, truncation
+# ---------------------------------------------------------------------------------------------
+
+END = 9999  # stands for <|im_end|>; any id outside the text's ids
+
+
+def _edited(tokenizer, source: str, plan_ops, reference: list[str]):
+    from editgrpo.edits.plan import EditPlan
+
+    return apply_edits([source], reference, EditPlan("paper", tuple(plan_ops)))
+
+
+def test_an_edited_completion_ends_with_the_end_token_inserted_when_the_text_ends_in_reference_text(
+    tokenizer,
+) -> None:
+    from editgrpo.training.rollout_edits import edited_completion
+
+    edited = _edited(
+        tokenizer, "Heart size is normal.", [EditOp("append", None, 0, "d", "")], ["Small effusion."]
+    )
+    done = edited_completion(tokenizer, edited.text, edited.spans, end_id=END, max_length=200)
+    ids = tokenizer(edited.text, add_special_tokens=False)["input_ids"]
+    assert done is not None and done.ids == [*ids, END] and not done.truncated
+    assert done.inserted[-1] is True  # the policy did not choose to stop after the reference's words
+    assert done.inserted[:-1] == inserted_token_mask(tokenizer, edited.text, edited.spans)
+    # Deleting the last sentence leaves the policy's own ending: the end token is the policy's.
+    deleted = apply_edits(
+        ["Heart size is normal.", "Nodule."], [], EditPlan("paper", (EditOp("delete", 1, None, "c", ""),))
+    )
+    done = edited_completion(tokenizer, deleted.text, deleted.spans, end_id=END, max_length=200)
+    assert done is not None and done.inserted[-1] is False and not any(done.inserted)
+
+
+def test_an_empty_edited_text_is_no_completion(tokenizer) -> None:
+    from editgrpo.training.rollout_edits import edited_completion
+
+    # Would be the lone end token: a copy that teaches ending the report at once.
+    assert edited_completion(tokenizer, "", (), end_id=END, max_length=40) is None
+    assert edited_completion(tokenizer, "  ", ((0, 2, "reference"),), end_id=END, max_length=40) is None
+
+
+def test_an_edit_whose_inserted_tokens_are_all_cut_is_no_completion(tokenizer) -> None:
+    from editgrpo.training.rollout_edits import edited_completion
+
+    source = "Heart size is normal. Lungs are clear."
+    source_ids = tokenizer(source, add_special_tokens=False)["input_ids"]
+    edited = _edited(tokenizer, source, [EditOp("append", None, 0, "d", "")], ["Small left effusion."])
+    assert edited.text.startswith(source)
+    # The source fills the completion limit (a truncated sample, no end token): the appended
+    # sentence is cut away whole, and what is left re-tokenises to the source.
+    limit = len(source_ids)
+    assert edited_completion(tokenizer, edited.text, edited.spans, end_id=END, max_length=limit) is None
+    # One more token of room keeps the first inserted token: a real (truncated) edit.
+    kept = edited_completion(tokenizer, edited.text, edited.spans, end_id=END, max_length=limit + 1)
+    assert kept is not None and kept.truncated and kept.inserted == [False] * limit + [True]
+    # A delete-only edit inserts nothing, so the limit alone never drops it ...
+    deleted = apply_edits(
+        ["Nodule.", "Heart size is normal.", "Lungs are clear."],
+        [],
+        EditPlan("paper", (EditOp("delete", 0, None, "c", ""),)),
+    )
+    kept = edited_completion(tokenizer, deleted.text, deleted.spans, end_id=END, max_length=limit)
+    assert kept is not None and not any(kept.inserted) and kept.ids[:limit] == source_ids[:limit]
+    # ... but an edited copy equal to the source's own tokens is dropped.
+    same = edited_completion(
+        tokenizer, source, ((0, len(source), "policy"),), end_id=END, max_length=limit, source_ids=source_ids
+    )
+    assert same is None

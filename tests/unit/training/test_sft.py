@@ -394,7 +394,7 @@ def test_clinical_scores_match_the_metrics_modules(synth_dir: Path) -> None:
     references = [s.findings for s in studies if s.findings][:8]
     # Predictions: references shifted by one study (some labels agree, some do not), an empty one.
     predictions = [*references[1:], ""]
-    reward = CompositeReward({"chexbert_micro14": 1.0, "radgraph_partial": 1.0})
+    reward = CompositeReward({"chexbert_micro14": 1.0, "radgraph_partial": 1.0}, empty_completion="score")
     got = clinical_scores(predictions, references, reward)
 
     labeler, extractor = build_labeler("rules"), build_entity_extractor("lexicon")
