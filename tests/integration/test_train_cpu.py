@@ -307,6 +307,37 @@ def test_resume_after_kill_gives_the_uninterrupted_parameters(
     assert worst < 1e-5, f"resumed parameters differ from the uninterrupted run by {worst}"
 
 
+def test_tensorboard_gets_the_scalars_and_the_completions_table(
+    sft_model: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from editgrpo.training.trainer import run_train
+
+    out = tmp_path / "rl"
+    run_train(rl_config(*rl_overrides(sft_model, synth_dir, out, "max_steps=2", "report_to=[tensorboard]")))
+    events = sorted(out.rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    tags: dict[str, list[str]] = {"scalars": [], "tensors": []}
+    texts = []
+    for path in events:
+        accumulator = EventAccumulator(str(path), size_guidance={"tensors": 0, "scalars": 0})
+        accumulator.Reload()
+        for kind in tags:
+            tags[kind] += accumulator.Tags().get(kind, [])
+        if "completions/text_summary" in accumulator.Tags().get("tensors", []):
+            texts += [
+                e.tensor_proto.string_val[0].decode() for e in accumulator.Tensors("completions/text_summary")
+            ]
+    assert "train/rewards/on_policy/total" in tags["scalars"]
+    assert "train/collapse/on_policy/empty_rate" in tags["scalars"]
+    assert len(texts) == 2  # one table per logged step
+    header = texts[0].splitlines()[0]
+    assert header == "| step | study_id | index | kind | source | reward | text | reference |"
+    assert len(texts[0].splitlines()) == 2 + 2 * 4  # header, rule, 2 groups of 4 completions
+
+
 def test_resume_at_max_steps_writes_final_and_trains_nothing(
     sft_model: Path, synth_dir: Path, tmp_path: Path
 ) -> None:

@@ -174,13 +174,13 @@ def completions_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[l
 
 
 def markdown_table(columns: Sequence[str], table: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table (TensorBoard renders text summaries as Markdown); pipes and newlines in
-    cells are escaped."""
+    """A Markdown table (TensorBoard renders text summaries as Markdown); pipes in cells are
+    escaped and every run of whitespace (line breaks of any kind included) becomes one space."""
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
             value = f"{value:.4f}"
-        return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+        return "" if value is None else " ".join(str(value).split()).replace("|", "\\|")
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table]

@@ -151,5 +151,5 @@ def test_completion_log_rows_hold_each_group_with_its_edits() -> None:
     json.dumps(rows)  # JSON-ready
     columns, table = completions_table(rows)
     assert len(table) == 8 and table[2][columns.index("source")] == 0
-    text = markdown_table(columns, [[1, "a|b", None, 0.123456, "x\ny"]])
-    assert text.splitlines()[2] == "| 1 | a\\|b |  | 0.1235 | x y |"
+    text = markdown_table(columns, [[1, "a|b", None, 0.123456, "x\ny\u2028z\x1c w"]])
+    assert text.splitlines()[2] == "| 1 | a\\|b |  | 0.1235 | x y z w |" and len(text.splitlines()) == 3
