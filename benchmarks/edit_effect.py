@@ -26,9 +26,20 @@ Rows: every registered rule with its defaults, and ``paper_no_anatomy_fp`` (the 
 make its sentence a false positive; with the surface-level ``lexical`` embedder the literal rule
 deletes correctly paraphrased sentences over words like "stomach" or "size").
 
+What training keeps of an edit (``empty_edit_rate``, ``truncated_edit_rate``): the suite plus
+one-sentence rollouts (a single hallucinated-finding sentence of the ``add`` rollout, the case where
+deleting a false positive empties the report), edited with every rule; each applied edit becomes
+completion tokens as the trainer makes them (``training.rollout_edits.edited_completion``, a
+byte-level BPE tokenizer trained on SynthCXR reports) with the completion limit set to the
+source's own length, so the source fills it (the case where appended text is cut away).
+``empty_edit_rate``: edits training keeps whose text is empty; ``truncated_edit_rate``: kept edits
+that inserted reference text of which no token survived the limit. Both must be 0.0; ``dropped``
+counts the changed texts the trainer turns into "unchanged" (top-ups) for those reasons.
+
 Last line: one JSON object with ``paper_reward_up``, ``paper_truth_down``, ``release_reward_up``,
-``edits_per_s`` (the ``paper`` rule), ``paper_no_anatomy_fp_reward_up`` / ``_truth_down`` and every
-row's figures under ``per_rule``.
+``edits_per_s`` (the ``paper`` rule), ``paper_no_anatomy_fp_reward_up`` / ``_truth_down``,
+``empty_edit_rate``, ``truncated_edit_rate``, ``training_view`` (per rule) and every row's figures
+under ``per_rule``.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ from editgrpo.edits.apply import apply_edits
 from editgrpo.edits.plan import EDIT_RULES, plan_edits
 from editgrpo.rewards.composite import CompositeReward
 from editgrpo.text.observations import CHEXPERT_14
+from editgrpo.text.sentences import split_sentences
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reward_agreement import build_group
@@ -69,6 +81,69 @@ def _text(report) -> str:
 
 def _present(labels) -> np.ndarray:
     return np.array([labels.get(name) == 1 for name in CHEXPERT_14])
+
+
+def single_sentence_rollouts(cases, labeler) -> list[tuple[str, dict, str, str]]:
+    """One-sentence rollouts: the first sentence of each ``add`` rollout that states a finding its
+    reference does not (labelled positive there, not in the reference)."""
+    out = []
+    for reference, labels, kind, text in cases:
+        if kind != "add":
+            continue
+        for sentence in split_sentences(text):
+            found = labeler.label_one(sentence.text)
+            if any(found.get(name) == 1 and labels.get(name) != 1 for name in CHEXPERT_14):
+                out.append((reference, labels, "single", sentence.text))
+                break
+    return out
+
+
+def training_view(cases, reference_analysis, extractor, embedder, args) -> dict[str, dict]:
+    """Per rule: what the trainer keeps of each applied edit at a completion limit equal to the
+    source's length (module docstring)."""
+    from editgrpo.models.tiny import train_tokenizer
+    from editgrpo.training.rollout_edits import edited_completion
+
+    corpus = sorted({reference for reference, *_ in cases})
+    tokenizer = train_tokenizer("\n".join(corpus), vocab_size=2000)
+    end_id = tokenizer.get_vocab()["<|im_end|>"]
+    rollouts = analyse([text for *_, text in cases], extractor, embedder)
+    out = {}
+    for rule in EDIT_RULES:
+        applied = kept = empty = cut = dropped = 0
+        for k, ((reference, _, _, text), rollout) in enumerate(zip(cases, rollouts, strict=True)):
+            ref = reference_analysis[reference]
+            plan = plan_edits(
+                rollout, ref, rule=rule, tau=args.tau, max_ops=args.max_ops, rng=np.random.default_rng(k)
+            )
+            result = apply_edits(rollout.sentences, ref.sentences, plan)
+            if not result.changed:
+                continue
+            applied += 1
+            source_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            completion = edited_completion(
+                tokenizer,
+                result.text,
+                result.spans,
+                end_id=end_id,
+                max_length=max(len(source_ids), 1),
+                source_ids=source_ids,
+            )
+            if completion is None:
+                dropped += 1
+                continue
+            kept += 1
+            empty += not result.text.strip()
+            inserted_text = any(source == "reference" for _, _, source in result.spans)
+            cut += inserted_text and not any(completion.inserted)
+        out[rule] = {
+            "applied": applied,
+            "kept": kept,
+            "dropped": dropped,
+            "empty_edit_rate": round(empty / max(kept, 1), 4),
+            "truncated_edit_rate": round(cut / max(kept, 1), 4),
+        }
+    return out
 
 
 def main() -> None:
@@ -156,6 +231,10 @@ def main() -> None:
             "reward_up_by_kind": {kind: round(float(np.mean(v)), 4) for kind, v in sorted(by_kind.items())},
         }
         print(f"{rule:<20} {per_rule[rule]}")
+    singles = single_sentence_rollouts(cases, labeler)
+    view = training_view(cases + singles, reference_analysis, extractor, embedder, args)
+    for rule, figures in view.items():
+        print(f"training view {rule:<8} {figures}")
     print(
         json.dumps(
             {
@@ -165,6 +244,10 @@ def main() -> None:
                 "edits_per_s": per_rule["paper"]["edits_per_s"],
                 "paper_no_anatomy_fp_reward_up": per_rule["paper_no_anatomy_fp"]["reward_up"],
                 "paper_no_anatomy_fp_truth_down": per_rule["paper_no_anatomy_fp"]["truth_down"],
+                "empty_edit_rate": max(v["empty_edit_rate"] for v in view.values()),
+                "truncated_edit_rate": max(v["truncated_edit_rate"] for v in view.values()),
+                "single_sentence_rollouts": len(singles),
+                "training_view": view,
                 "rollouts": len(cases),
                 "references": len(references),
                 "max_ops": args.max_ops,
