@@ -191,7 +191,7 @@ def test_kill_and_resume_gives_the_uninterrupted_parameters(
     a = dict(load_policy(str(straight / "final")).named_parameters())
     b = dict(load_policy(str(interrupted / "final")).named_parameters())
     assert a.keys() == b.keys()
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    worst = max(float((a[k] - b[k]).detach().abs().max()) for k in a)
     assert worst < 1e-5, f"resumed parameters differ from the uninterrupted run by {worst}"
     # The resumed run logged each step once, the same completions as the uninterrupted one.
     logged = [json.loads(line) for line in (interrupted / COMPLETIONS_LOG).read_text().splitlines()]
