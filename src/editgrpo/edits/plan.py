@@ -26,13 +26,13 @@ the text (its entities support missing reference entities, it is never edited ag
 inserted twice); a reference sentence whose text equals a live rollout sentence is already in the
 text and is not inserted. Planning stops early when no rule applies (rule e).
 
-After the operation loop, a text left empty (an empty rollout, or one whose only sentence (c)
-deleted) receives one reference sentence holding an entity, which is then a missing one (rule (e) as
-EDITGRPO.md states it; the authors' release appends an unused false-negative sentence after its loop
-in the same way), even when that is one op past ``max_ops``. A reference without such a sentence
-drops the plan: the edit counts as unchanged, never as an empty edited copy (an empty report ending
-at once would otherwise enter the group as an edit; training-signal issue, measured 3/16 to 11/48 of
-edited rows). ``max_ops=0`` plans nothing.
+``paper`` and ``radgraph``: after the operation loop, a text left empty (an empty rollout, or one
+whose only sentence (c) deleted) receives one reference sentence holding an entity, which is then a
+missing one (rule (e) as EDITGRPO.md states it; the authors' release appends an unused
+false-negative sentence after its loop in the same way), even when that is one op past ``max_ops``. A
+reference without such a sentence drops the plan: the edit counts as unchanged, never as an empty
+edited copy (an empty report ending at once would otherwise enter the group as an edit;
+training-signal issue, measured 3/16 to 11/48 of edited rows). ``max_ops=0`` plans nothing.
 
 Which sentence (c) deletes: section 3 says only "a sentence that still carries spurious entities";
 here the candidates are the sentences with the largest share of spurious entities among their
@@ -42,6 +42,64 @@ than a hallucination; on SynthCXR this cut the edits that lower label correctnes
 
 Choices among equals (conflicts, candidate sentences, tied best scores) are uniform draws from
 ``rng`` over candidates in index order, so a seeded generator gives the same plan every time.
+
+``paper`` keeps the paper's text (EDITGRPO.md section 3) where the release disagrees, because the
+rule is the paper's method and the release's departures read as implementation accidents:
+- false positive: unsupported at cos >= tau with the same presence (release: affinity-weighted
+  score < 0.6, which makes nearly every NON-* entity and most same-type pairs false positives);
+- rule (a) contradiction replaces first (release: contradictions are computed but never applied);
+- (b) scores a sentence by the mean over all its spurious entities (release: the single trigger);
+- choices among equals are seeded uniform draws (release: the first in text order);
+- (b) may pick the same text as the sentence it replaces only when it is not elsewhere, and no
+  inserted sentence duplicates one in the text (release: it skips only the replaced sentence's own
+  text, and may duplicate);
+- (c) deletes one sentence with the largest share of spurious entities (release: every copy of the
+  first false positive's sentence);
+- (d)/(e) append a sentence with a missing entity, also to an empty rollout (release: a random
+  false-negative entity's sentence, and an empty rollout is returned unchanged).
+
+``release`` (taokz/EditGRPO@5decc57: the server's ``flask_server/RaTEscore_extractor.py``
+``compare_entities_for_edits`` / ``analyze_text_pair`` and the client's
+``verl/utils/RaTEscore_extractor.py`` ``process_text_with_server_analysis``) replays the release
+operation by operation on an analysis in the ``release`` convention (``annotators.analysis``:
+regex sentences, each entity in the first sentence containing its string; the edit engine converts
+analyses for this rule):
+- false positives: rollout entities whose best ``cos * affinity * penalty`` over reference entities
+  is < tau (RaTEScore's LONG matrix, 0.3612 for a present/absent pair, 0 for an unknown type); false
+  negatives: reference entities whose best such score over rollout entities is < tau, except those
+  (same string and sentence) that are the best match of a contradiction (a present/absent best
+  match at cos >= tau). No reference entity: every rollout entity is a false positive; no rollout
+  entity: every reference entity is a false negative. Both lists in entity order.
+- an empty rollout is left unchanged (early return);
+- each operation, in order: replace the sentence of the first false positive (in entity order, its
+  sentence not yet processed) whose best reference sentence reaches tau; a candidate is a reference
+  sentence holding an entity (grouped by text, in order of first appearance among the reference
+  entities), except one equal to the sentence being replaced; its score is max(0, max cos) with the
+  trigger alone; ties go to the first; the first copy of the sentence is replaced, even when the
+  new sentence is elsewhere in the text already. Else delete the first false positive's sentence
+  still in the text, every copy. Else "add": a uniform draw among the unprocessed false-negative
+  *entities* (``random.choice``; a sentence weighs by its number of them), appended unless the text
+  already holds it, in which case nothing happens and the loop stops. A replaced, deleted, inserted
+  or appended sentence text is processed: it triggers nothing and is not added again.
+- after the loop a text left empty gets an unused false-negative sentence (rule letter e).
+
+Remaining differences from the release, each deliberate:
+- a text the release would leave empty (its only sentence deleted and no unused false-negative
+  sentence) is left unchanged here: an empty report as an edited copy teaches the policy to stop at
+  once (training-signal issue);
+- the "add" draw comes from ``rng`` (numpy), not Python's ``random``: the same distribution, not
+  the same stream (``benchmarks/release_differential.py`` feeds both sides one stream);
+- the server's false-positive threshold is fixed at 0.6 and the client's tau is a parameter; here
+  one ``tau`` serves both (0.6 in the paper's runs, ``extractor_similarity_threshold=0.6``);
+- cosines are float64 here, float32 in the release: a score within ~1e-7 of tau or a tie decided by
+  rounding can go the other way;
+- kept sentences keep their inner whitespace and EOS strings are not stripped (the release collapses
+  whitespace runs and removes ``<|im_end|>``-like strings from the edited text): edited tokens are
+  aligned with the policy's own characters, and completions reach the editor decoded without
+  special tokens;
+- with ``max_ops > 1`` the release re-splits the joined text after each operation, so an inserted
+  reference sentence without final punctuation merges with the next sentence; here planned
+  sentences keep their boundaries (a plan is ops on the analysed sentences).
 """
 
 from __future__ import annotations
@@ -471,7 +529,9 @@ def _plan_release(
         # add_fn_empty_fallback). Without one the release returns an empty text; here the plan is
         # dropped instead (module docstring).
         available = [b for b in false_negatives if y_sentence[b] not in processed]
-        if not available or not add(available, "e", "release: the emptied text gets a false-negative sentence"):
+        if not available or not add(
+            available, "e", "release: the emptied text gets a false-negative sentence"
+        ):
             return []
     return _release_ops(items, [i for i, text in enumerate(x_texts) if text])
 
@@ -563,6 +623,16 @@ def _plan_radgraph(
 
 Planner = Callable[..., list[EditOp]]
 EDIT_RULES: dict[str, Planner] = {"paper": _plan_paper, "release": _plan_release, "radgraph": _plan_radgraph}
+# The analysis convention each rule reads (annotators.analysis.ANALYSIS_CONVENTIONS): the release's
+# server cuts sentences and assigns entities its own way, and that decides which sentence it edits.
+RULE_ANALYSIS: dict[str, str] = {"paper": "radiology", "release": "release", "radgraph": "radiology"}
+
+
+def analysis_convention(rule: str) -> str:
+    """The analysis convention that rule ``rule`` reads."""
+    if rule not in RULE_ANALYSIS:
+        raise ValueError(f"unknown edit rule {rule!r}; valid: {', '.join(EDIT_RULES)}")
+    return RULE_ANALYSIS[rule]
 
 
 def plan_edits(
