@@ -231,7 +231,7 @@ def main() -> None:
         if our_out == their_out:
             agree += 1
         else:
-            label = classify(plan, result, log, our_out, their_out, text)
+            label = classify(plan, log, our_out, their_out, text)
             classes.setdefault(label, []).append(
                 {"kind": kind, "rollout": text, "reference": reference, "ours": our_out, "authors": their_out}
             )
