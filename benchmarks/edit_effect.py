@@ -6,7 +6,8 @@ rollouts are reports written from perturbed truths (the perturbations of
 present finding removed), flip (a present finding stated absent), add (a hallucinated finding),
 laterality (a side swapped) and severity (an effusion size or edema grade changed). Each rollout is
 edited against R with every edit rule (``edits.plan.EDIT_RULES``; ``max_ops`` ops, ``tau``), on the
-offline analyses (``lexicon`` entities, ``lexical`` embedder).
+offline analyses (``lexicon`` entities, ``lexical`` embedder), each rule in its analysis
+convention (``edits.plan.analysis_convention``).
 
 Per rule, over the *applied* edits (those whose edited text differs from the rollout):
 - ``reward_up``: share that raise the composite reward (``CompositeReward`` offline defaults:
@@ -37,6 +38,7 @@ that inserted reference text of which no token survived the limit. Both must be 
 counts the changed texts the trainer turns into "unchanged" (top-ups) for those reasons.
 
 Last line: one JSON object with ``paper_reward_up``, ``paper_truth_down``, ``release_reward_up``,
+``paper_applied`` / ``release_applied`` (share of rollouts whose text the rule changed),
 ``edits_per_s`` (the ``paper`` rule), ``paper_no_anatomy_fp_reward_up`` / ``_truth_down``,
 ``empty_edit_rate``, ``truncated_edit_rate``, ``training_view`` (per rule) and every row's figures
 under ``per_rule``.
@@ -53,13 +55,13 @@ from pathlib import Path
 
 import numpy as np
 
-from editgrpo.annotators.analysis import analyse
+from editgrpo.annotators.analysis import analyse, with_convention
 from editgrpo.annotators.chexpert_rules import RuleLabeler
 from editgrpo.annotators.embeddings import build_embedder
 from editgrpo.annotators.entities import LexiconEntityExtractor
 from editgrpo.data.synth import SynthConfig, generate_studies, truth_of, write_report
 from editgrpo.edits.apply import apply_edits
-from editgrpo.edits.plan import EDIT_RULES, plan_edits
+from editgrpo.edits.plan import EDIT_RULES, analysis_convention, plan_edits
 from editgrpo.rewards.composite import CompositeReward
 from editgrpo.text.observations import CHEXPERT_14
 from editgrpo.text.sentences import split_sentences
@@ -111,8 +113,11 @@ def training_view(cases, reference_analysis, extractor, embedder, args) -> dict[
     out = {}
     for rule in EDIT_RULES:
         applied = kept = empty = cut = dropped = 0
+        convention = analysis_convention(rule)
         for k, ((reference, _, _, text), rollout) in enumerate(zip(cases, rollouts, strict=True)):
-            ref = reference_analysis[reference]
+            # Each rule reads its own analysis convention, as the edit engine gives it.
+            ref = with_convention(reference_analysis[reference], convention)
+            rollout = with_convention(rollout, convention)
             plan = plan_edits(
                 rollout, ref, rule=rule, tau=args.tau, max_ops=args.max_ops, rng=np.random.default_rng(k)
             )
@@ -168,6 +173,13 @@ def main() -> None:
                 cases.append((_text(reference), reference.labels, kind, text))
     references = sorted({reference for reference, _, _, _ in cases})
     reference_analysis = dict(zip(references, analyse(references, extractor, embedder), strict=True))
+    # Each rule reads its own analysis convention (the release: regex sentences, first-substring
+    # entity assignment), as the edit engine gives it; references converted once.
+    conventions = {rule: analysis_convention(VARIANTS[rule][0]) for rule in VARIANTS}
+    reference_in = {
+        convention: {text: with_convention(a, convention) for text, a in reference_analysis.items()}
+        for convention in set(conventions.values())
+    }
 
     # Warm the annotators' caches on a few rollouts (training runs warm), then time the edits.
     analyse([text for _, _, _, text in cases[:50]], extractor, embedder)
@@ -179,11 +191,12 @@ def main() -> None:
         started = time.perf_counter()
         [rollout] = analyse([text], extractor, embedder)
         analysis_seconds += time.perf_counter() - started
-        ref = reference_analysis[reference]
         for rule in rules:
             started = time.perf_counter()
+            ref = reference_in[conventions[rule]][reference]
+            x = with_convention(rollout, conventions[rule])
             plan = plan_edits(
-                rollout,
+                x,
                 ref,
                 rule=VARIANTS[rule][0],
                 tau=args.tau,
@@ -191,10 +204,10 @@ def main() -> None:
                 rng=np.random.default_rng(k),
                 anatomy_false_positives=VARIANTS[rule][1],
             )
-            result = apply_edits(rollout.sentences, ref.sentences, plan)
+            result = apply_edits(x.sentences, ref.sentences, plan)
             seconds[rule] += time.perf_counter() - started
             kept = sum(end - start for start, end, source in result.spans if source == "policy")
-            removed = max(len(" ".join(s.text for s in rollout.sentences)) - kept, 0)
+            removed = max(len(" ".join(s.text for s in x.sentences)) - kept, 0)
             size = (removed + result.inserted_chars) / max(len(text), 1)
             edited[rule].append((result.text, result.changed, size))
 
@@ -241,6 +254,8 @@ def main() -> None:
                 "paper_reward_up": per_rule["paper"]["reward_up"],
                 "paper_truth_down": per_rule["paper"]["truth_down"],
                 "release_reward_up": per_rule["release"]["reward_up"],
+                "paper_applied": per_rule["paper"]["applied"],
+                "release_applied": per_rule["release"]["applied"],
                 "edits_per_s": per_rule["paper"]["edits_per_s"],
                 "paper_no_anatomy_fp_reward_up": per_rule["paper_no_anatomy_fp"]["reward_up"],
                 "paper_no_anatomy_fp_truth_down": per_rule["paper_no_anatomy_fp"]["truth_down"],

@@ -11,6 +11,10 @@
   the annotator models live on the reward GPU only. The server returns RaTE entities, not RadGraph
   graphs: the ``radgraph`` edit rule needs the in-process analyser (checked at construction).
 
+Each rule reads analyses in its convention (``edits.plan.analysis_convention``): for ``release``
+the editor re-cuts every analysis, local or from the server, into the release's sentences and
+entity assignment (``annotators.analysis.with_convention``), so both paths edit the same sentences.
+
 References are analysed once: a bounded LRU cache keyed by the text (a group of G rollouts shares
 one reference, and a study comes back every epoch). A rollout whose analysis fails is left
 unedited and counted in ``failures``; it never stops the step.
@@ -24,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from editgrpo.annotators.analysis import AnalysedEntity, TextAnalysis, analyse, is_present
+from editgrpo.annotators.analysis import AnalysedEntity, TextAnalysis, analyse, is_present, with_convention
 from editgrpo.edits.apply import EditedText, apply_edits
-from editgrpo.edits.plan import plan_edits
+from editgrpo.edits.plan import analysis_convention, plan_edits
 
 Analyser = Callable[[list[str]], list[TextAnalysis]]
 
@@ -105,6 +109,7 @@ class RolloutEditor:
     ) -> None:
         self.analyser = analyser
         self.rule = rule
+        self.convention = analysis_convention(rule)
         self.similarity_threshold = similarity_threshold
         self.max_ops = max_ops
         self.contradiction_threshold = contradiction_threshold
@@ -130,15 +135,15 @@ class RolloutEditor:
         if not texts:
             return []
         try:
-            return list(self.analyser(texts))
+            analyses: list[TextAnalysis | None] = list(self.analyser(texts))
         except Exception:
-            out: list[TextAnalysis | None] = []
+            analyses = []
             for text in texts:
                 try:
-                    out.append(self.analyser([text])[0])
+                    analyses.append(self.analyser([text])[0])
                 except Exception:
-                    out.append(None)
-            return out
+                    analyses.append(None)
+        return [None if a is None else with_convention(a, self.convention) for a in analyses]
 
     def references(self, texts: Sequence[str]) -> list[TextAnalysis | None]:
         """Analyses of reference texts, each distinct text analysed once (LRU cache)."""

@@ -26,13 +26,13 @@ the text (its entities support missing reference entities, it is never edited ag
 inserted twice); a reference sentence whose text equals a live rollout sentence is already in the
 text and is not inserted. Planning stops early when no rule applies (rule e).
 
-After the operation loop, a text left empty (an empty rollout, or one whose only sentence (c)
-deleted) receives one reference sentence holding an entity, which is then a missing one (rule (e) as
-EDITGRPO.md states it; the authors' release appends an unused false-negative sentence after its loop
-in the same way), even when that is one op past ``max_ops``. A reference without such a sentence
-drops the plan: the edit counts as unchanged, never as an empty edited copy (an empty report ending
-at once would otherwise enter the group as an edit; training-signal issue, measured 3/16 to 11/48 of
-edited rows). ``max_ops=0`` plans nothing.
+``paper`` and ``radgraph``: after the operation loop, a text left empty (an empty rollout, or one
+whose only sentence (c) deleted) receives one reference sentence holding an entity, which is then a
+missing one (rule (e) as EDITGRPO.md states it; the authors' release appends an unused
+false-negative sentence after its loop in the same way), even when that is one op past ``max_ops``. A
+reference without such a sentence drops the plan: the edit counts as unchanged, never as an empty
+edited copy (an empty report ending at once would otherwise enter the group as an edit;
+training-signal issue, measured 3/16 to 11/48 of edited rows). ``max_ops=0`` plans nothing.
 
 Which sentence (c) deletes: section 3 says only "a sentence that still carries spurious entities";
 here the candidates are the sentences with the largest share of spurious entities among their
@@ -42,6 +42,64 @@ than a hallucination; on SynthCXR this cut the edits that lower label correctnes
 
 Choices among equals (conflicts, candidate sentences, tied best scores) are uniform draws from
 ``rng`` over candidates in index order, so a seeded generator gives the same plan every time.
+
+``paper`` keeps the paper's text (EDITGRPO.md section 3) where the release disagrees, because the
+rule is the paper's method and the release's departures read as implementation accidents:
+- false positive: unsupported at cos >= tau with the same presence (release: affinity-weighted
+  score < 0.6, which makes nearly every NON-* entity and most same-type pairs false positives);
+- rule (a) contradiction replaces first (release: contradictions are computed but never applied);
+- (b) scores a sentence by the mean over all its spurious entities (release: the single trigger);
+- choices among equals are seeded uniform draws (release: the first in text order);
+- (b) may pick the same text as the sentence it replaces only when it is not elsewhere, and no
+  inserted sentence duplicates one in the text (release: it skips only the replaced sentence's own
+  text, and may duplicate);
+- (c) deletes one sentence with the largest share of spurious entities (release: every copy of the
+  first false positive's sentence);
+- (d)/(e) append a sentence with a missing entity, also to an empty rollout (release: a random
+  false-negative entity's sentence, and an empty rollout is returned unchanged).
+
+``release`` (taokz/EditGRPO@5decc57: the server's ``flask_server/RaTEscore_extractor.py``
+``compare_entities_for_edits`` / ``analyze_text_pair`` and the client's
+``verl/utils/RaTEscore_extractor.py`` ``process_text_with_server_analysis``) replays the release
+operation by operation on an analysis in the ``release`` convention (``annotators.analysis``:
+regex sentences, each entity in the first sentence containing its string; the edit engine converts
+analyses for this rule):
+- false positives: rollout entities whose best ``cos * affinity * penalty`` over reference entities
+  is < tau (RaTEScore's LONG matrix, 0.3612 for a present/absent pair, 0 for an unknown type); false
+  negatives: reference entities whose best such score over rollout entities is < tau, except those
+  (same string and sentence) that are the best match of a contradiction (a present/absent best
+  match at cos >= tau). No reference entity: every rollout entity is a false positive; no rollout
+  entity: every reference entity is a false negative. Both lists in entity order.
+- an empty rollout is left unchanged (early return);
+- each operation, in order: replace the sentence of the first false positive (in entity order, its
+  sentence not yet processed) whose best reference sentence reaches tau; a candidate is a reference
+  sentence holding an entity (grouped by text, in order of first appearance among the reference
+  entities), except one equal to the sentence being replaced; its score is max(0, max cos) with the
+  trigger alone; ties go to the first; the first copy of the sentence is replaced, even when the
+  new sentence is elsewhere in the text already. Else delete the first false positive's sentence
+  still in the text, every copy. Else "add": a uniform draw among the unprocessed false-negative
+  *entities* (``random.choice``; a sentence weighs by its number of them), appended unless the text
+  already holds it, in which case nothing happens and the loop stops. A replaced, deleted, inserted
+  or appended sentence text is processed: it triggers nothing and is not added again.
+- after the loop a text left empty gets an unused false-negative sentence (rule letter e).
+
+Remaining differences from the release, each deliberate:
+- a text the release would leave empty (its only sentence deleted and no unused false-negative
+  sentence) is left unchanged here: an empty report as an edited copy teaches the policy to stop at
+  once (training-signal issue);
+- the "add" draw comes from ``rng`` (numpy), not Python's ``random``: the same distribution, not
+  the same stream (``benchmarks/release_differential.py`` feeds both sides one stream);
+- the server's false-positive threshold is fixed at 0.6 and the client's tau is a parameter; here
+  one ``tau`` serves both (0.6 in the paper's runs, ``extractor_similarity_threshold=0.6``);
+- cosines are float64 here, float32 in the release: a score within ~1e-7 of tau or a tie decided by
+  rounding can go the other way;
+- kept sentences keep their inner whitespace and EOS strings are not stripped (the release collapses
+  whitespace runs and removes ``<|im_end|>``-like strings from the edited text): edited tokens are
+  aligned with the policy's own characters, and completions reach the editor decoded without
+  special tokens;
+- with ``max_ops > 1`` the release re-splits the joined text after each operation, so an inserted
+  reference sentence without final punctuation merges with the next sentence; here planned
+  sentences keep their boundaries (a plan is ops on the analysed sentences).
 """
 
 from __future__ import annotations
@@ -338,6 +396,31 @@ def _plan_paper(
 # --------------------------------------------------------------------------------------------
 
 
+def _release_lists(
+    x: _Entities, y: _Entities, cos: np.ndarray, tau: float, y_keys: list[tuple[str, str]]
+) -> tuple[list[int], list[int]]:
+    """The release server's false positives (rollout entities) and false negatives (reference
+    entities), each in entity order (flask_server/RaTEscore_extractor.py
+    compare_entities_for_edits). ``y_keys``: (entity string, sentence text) of each reference
+    entity, which is how the server tells a contradiction's reference entity apart."""
+    if not y.n:
+        return list(range(x.n)), []  # no reference entity: every rollout entity is a false positive
+    if not x.n:
+        return [], list(range(y.n))  # no rollout entity: every reference entity is missing
+    known = (x.types >= 0)[:, None] & (y.types >= 0)[None, :]  # (A, B)
+    tx, ty = np.maximum(x.types, 0)[:, None], np.maximum(y.types, 0)[None, :]
+    # cos * affinity * penalty in the server's order; an unknown type weighs 0 (affinity.get(.., 0)).
+    effective = np.where(known, cos * RELEASE_AFFINITY[tx, ty] * RELEASE_PENALTY[tx, ty], 0.0)  # (A, B)
+    negative = known & (RELEASE_PENALTY[tx, ty] != 1.0)  # (A, B) present/absent pairs
+    best = effective.argmax(axis=1)  # (A,) first maximum, as the server's strict ">"
+    rows = np.arange(x.n)
+    contradiction = negative[rows, best] & (cos[rows, best] >= tau)  # (A,)
+    contradicted = {y_keys[int(b)] for b in best[contradiction]}
+    false_positives = [a for a in range(x.n) if effective[a].max() < tau]
+    false_negatives = [b for b in range(y.n) if effective[:, b].max() < tau and y_keys[b] not in contradicted]
+    return false_positives, false_negatives
+
+
 def _plan_release(
     rollout: TextAnalysis,
     reference: TextAnalysis,
@@ -347,59 +430,125 @@ def _plan_release(
     contradiction_tau: float | None = None,
     anatomy_false_positives: bool = True,
 ) -> list[EditOp]:
-    """The authors' release: false positive when max_b cos * affinity (* 0.3612 for a
-    present/absent pair) < tau (0.6 there); order replace -> delete -> add; no rule (a), so
-    ``contradiction_tau`` and ``anatomy_false_positives`` are unused. Missing entities (add) use the
-    plain definition of ``paper``."""
+    """The authors' release, operation by operation (module docstring, ``release``): the server's
+    lists (``_release_lists``), then the client's loop (verl/utils/RaTEscore_extractor.py
+    process_text_with_server_analysis) on the text as a list of sentences. ``contradiction_tau``
+    and ``anatomy_false_positives`` are unused (the release has no rule (a))."""
     del contradiction_tau, anatomy_false_positives
-    state = _State(rollout, reference)
+    x_texts = [s.text.strip() for s in rollout.sentences]
+    y_texts = [s.text.strip() for s in reference.sentences]
+    if not any(x_texts):
+        return []  # release: `if not gen_text.strip(): return gen_text, False, []`
     x, y, cos = _prepare(rollout, reference)  # cos (A, B)
-    known = (x.types >= 0)[:, None] & (y.types >= 0)[None, :]  # (A, B)
-    weight = np.where(
-        known,
-        RELEASE_AFFINITY[x.types[:, None], y.types[None, :]]
-        * RELEASE_PENALTY[x.types[:, None], y.types[None, :]],
-        0.0,
-    )  # (A, B)
-    weighted = (cos * weight).max(axis=1) if y.n else np.full(x.n, -np.inf)  # (A,)
-    false_positive = weighted < tau  # (A,)
-    same = x.present[:, None] == y.present[None, :]
-    supports_xy = (cos >= tau) & same  # (A, B)
-    yy = y.vectors @ y.vectors.T
-    supports_yy = (yy >= tau) & (y.present[:, None] == y.present[None, :])  # (B, B)
+    x_sentence = [x_texts[int(s)] if 0 <= s < len(x_texts) else "" for s in x.sentence]  # (A,)
+    y_sentence = [y_texts[int(s)] if 0 <= s < len(y_texts) else "" for s in y.sentence]  # (B,)
+    y_keys = [(e.text, y_sentence[b]) for b, e in enumerate(reference.entities)]
+    false_positives, false_negatives = _release_lists(x, y, cos, tau, y_keys)
+    # Reference entities grouped by sentence text, groups in order of first appearance over the
+    # reference entities (the server's dict); equal sentence texts share one group.
+    groups: dict[str, list[int]] = {}
+    first_index: dict[str, int] = {}
+    for b, text in enumerate(y_sentence):
+        if text:
+            groups.setdefault(text, []).append(b)
+            first_index.setdefault(text, int(y.sentence[b]))
 
-    while len(state.ops) < max_ops:
-        live_x = np.array([state.live[s] for s in x.sentence], dtype=bool)  # (A,)
-        triggers = [int(a) for a in np.nonzero(live_x & false_positive)[0]]
-        # replace: the triggering entity against raw reference entities (plain cosine).
-        replacements = []
-        for a in triggers:
-            i = int(x.sentence[a])
-            allowed = [b for b in range(y.n) if state.available(int(y.sentence[b]), replacing=i)]
-            if not allowed:
+    # The text as the client edits it: [sentence text, rollout slot (None: appended), reference
+    # index (None: the policy's sentence), rule letter, reason].
+    items: list[list] = [[text, i, None, "", ""] for i, text in enumerate(x_texts) if text]
+    processed: set[str] = set()
+
+    def replacement(a: int) -> tuple[str, float] | None:
+        """replace_fp_sentence_complex_rs for trigger ``a``: the best group other than the
+        trigger's own sentence by max(0, max cos) (first on ties), if it reaches tau."""
+        best_score, best_text = -np.inf, None
+        for text, members in groups.items():
+            if text == x_sentence[a]:
                 continue
-            top = max(cos[a, b] for b in allowed)
-            if top >= tau:
-                targets = sorted({int(y.sentence[b]) for b in allowed if cos[a, b] == top})
-                replacements.append((i, targets, float(top)))
-        if replacements:
-            i, targets, top = _pick(rng, replacements)
-            state.replace(i, _pick(rng, targets), "b", f"affinity false positive; raw best match {top:.3f}")
-            continue
-        if triggers:
-            i = int(x.sentence[_pick(rng, triggers)])
-            state.delete(i, "c", "affinity false positive with no raw match >= tau")
-            continue
-        inserted_y = np.isin(y.sentence, sorted(state.inserted))
-        covered = (supports_xy & live_x[:, None]).any(axis=0) | (supports_yy & inserted_y[:, None]).any(
-            axis=0
-        )
-        candidates = sorted({int(j) for j in y.sentence[~covered] if state.available(int(j))})
-        if candidates:
-            state.append(_pick(rng, candidates), "d", "y_j holds a reference entity missing from the rollout")
-            continue
-        break
-    return state.finish({int(j) for j in y.sentence}, rng)
+            score = max(0.0, float(cos[a, members].max()))
+            if score > best_score:
+                best_score, best_text = score, text
+        if best_text is None or best_score < tau:
+            return None
+        return best_text, best_score
+
+    def add(entities: list[int], rule: str, reason: str) -> bool:
+        """add_fn_sentence_rs on a uniform draw among the false-negative entities (random.choice)."""
+        b = _pick(rng, entities)
+        text = _norm(y_sentence[b])
+        if not text or text in (item[0] for item in items):
+            return False
+        items.append([text, None, first_index[y_sentence[b]], rule, reason])
+        processed.add(text)
+        return True
+
+    for _ in range(max_ops):
+        done = False
+        # replace_fp_complex: the first false positive (entity order) whose replacement succeeds.
+        for a in false_positives:
+            old = x_sentence[a]
+            if old in processed:
+                continue
+            found = replacement(a)
+            if found is None:
+                continue
+            new = _norm(found[0])
+            position = next((k for k, item in enumerate(items) if item[0] == old), None)
+            if position is None or not new or new == old:
+                continue  # replace_sentence_in_text left the text as it was: the attempt failed
+            slot = items[position][1]
+            items[position] = [
+                new,
+                slot,
+                first_index[found[0]],
+                "b",
+                f"release: first false positive with a reference match {found[1]:.3f} >= tau",
+            ]
+            processed.update((old, new))
+            done = True
+            break
+        if not done:
+            # delete: the first false positive whose sentence is still in the text, every copy.
+            for a in false_positives:
+                old = x_sentence[a]
+                if old in processed or not any(item[0] == old for item in items):
+                    continue
+                items = [item for item in items if item[0] != old]
+                processed.add(old)
+                done = True
+                break
+        if not done:
+            available = [b for b in false_negatives if y_sentence[b] not in processed]
+            done = bool(available) and add(
+                available, "d", "release: a false-negative sentence (random choice)"
+            )
+        if not done:
+            break
+    if not items:
+        # After the loop, an emptied text gets an unused false-negative sentence (the release's
+        # add_fn_empty_fallback). Without one the release returns an empty text; here the plan is
+        # dropped instead (module docstring).
+        available = [b for b in false_negatives if y_sentence[b] not in processed]
+        if not available or not add(
+            available, "e", "release: the emptied text gets a false-negative sentence"
+        ):
+            return []
+    return _release_ops(items, [i for i, text in enumerate(x_texts) if text])
+
+
+def _release_ops(items: list[list], slots: list[int]) -> list[EditOp]:
+    """Ops that turn the rollout sentences ``slots`` into ``items``: a slot holding a reference
+    sentence is a replace, a slot gone is a delete, appended items are appends in order."""
+    ops: list[EditOp] = []
+    held = {item[1]: item for item in items if item[1] is not None}
+    for i in slots:
+        item = held.get(i)
+        if item is None:
+            ops.append(EditOp("delete", i, None, "c", "release: the first false positive's sentence"))
+        elif item[2] is not None:
+            ops.append(EditOp("replace", i, item[2], item[3], item[4]))
+    ops += [EditOp("append", None, item[2], item[3], item[4]) for item in items if item[1] is None]
+    return ops
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,6 +623,16 @@ def _plan_radgraph(
 
 Planner = Callable[..., list[EditOp]]
 EDIT_RULES: dict[str, Planner] = {"paper": _plan_paper, "release": _plan_release, "radgraph": _plan_radgraph}
+# The analysis convention each rule reads (annotators.analysis.ANALYSIS_CONVENTIONS): the release's
+# server cuts sentences and assigns entities its own way, and that decides which sentence it edits.
+RULE_ANALYSIS: dict[str, str] = {"paper": "radiology", "release": "release", "radgraph": "radiology"}
+
+
+def analysis_convention(rule: str) -> str:
+    """The analysis convention that rule ``rule`` reads."""
+    if rule not in RULE_ANALYSIS:
+        raise ValueError(f"unknown edit rule {rule!r}; valid: {', '.join(EDIT_RULES)}")
+    return RULE_ANALYSIS[rule]
 
 
 def plan_edits(

@@ -114,16 +114,22 @@ def test_edit_properties(rollout, reference, rule, max_ops, seed) -> None:
     assert all(text in (rollout_texts if source == "policy" else reference_texts) for text, source in pieces)
     # ... at most max_ops sentences change: <= max_ops rollout sentences go, <= max_ops come in,
     kept = [text for text, source in pieces if source == "policy"]
-    assert len(rollout_texts) - len(kept) <= max_ops
+    if rule == "release":
+        # (the release deletes every copy of a sentence: at most max_ops distinct texts go)
+        assert len(set(rollout_texts) - set(kept)) <= max_ops
+    else:
+        assert len(rollout_texts) - len(kept) <= max_ops
     assert sum(source == "reference" for _, source in pieces) <= len(plan.ops)
     # ... an edit never leaves an empty report.
     assert edited.text or not edited.changed
-    # ... the policy's sentences keep their order, and no inserted sentence duplicates another.
+    # ... the policy's sentences keep their order, and no inserted sentence duplicates another
+    # (the release's replacement does not check the rest of the text, issue 16 point 5).
     iterator = iter(rollout_texts)
     assert all(any(text == r for r in iterator) for text in kept)
     inserted = [text for text, source in pieces if source == "reference"]
-    assert len(set(inserted)) == len(inserted)
-    assert not set(inserted) & set(kept)
+    if rule != "release":
+        assert len(set(inserted)) == len(inserted)
+        assert not set(inserted) & set(kept)
     assert edited.text == " ".join(text for text, _ in pieces)
 
 

@@ -75,16 +75,40 @@ def test_a_failing_analysis_leaves_the_rollout_unedited_and_counts() -> None:
         editor.edit(ROLLOUTS[:2], [REFERENCE], np.random.default_rng(0))
 
 
-def test_server_analyser_gives_the_in_process_edits() -> None:
+@pytest.mark.parametrize("rule", ["paper", "release"])
+def test_server_analyser_gives_the_in_process_edits(rule: str) -> None:
     from editgrpo.rewards.client import RewardClient
     from editgrpo.rewards.composite import CompositeReward
     from editgrpo.rewards.server import RewardService
     from fixtures.servers import thread_server
 
     with thread_server(RewardService(CompositeReward())) as url, RewardClient(url) as client:
-        remote = RolloutEditor(server_analyser(client)).edit(
+        remote = RolloutEditor(server_analyser(client), rule=rule).edit(
             ROLLOUTS, [REFERENCE] * 3, np.random.default_rng(3)
         )
-    local = RolloutEditor(build_local_analyser()).edit(ROLLOUTS, [REFERENCE] * 3, np.random.default_rng(3))
+    local = RolloutEditor(build_local_analyser(), rule=rule).edit(
+        ROLLOUTS, [REFERENCE] * 3, np.random.default_rng(3)
+    )
     assert [r.text for r in remote] == [r.text for r in local]
     assert [r.spans for r in remote] == [r.spans for r in local]
+
+
+def test_the_release_rule_edits_analyses_in_the_release_convention() -> None:
+    # The editor re-cuts analyses for the release: regex sentences ("vs." ends one), and the second
+    # "pleural effusion" is filed under the first sentence containing the string (the release's
+    # server); its edits are plan + apply on analyses in that convention.
+    extractor, embedder = LexiconEntityExtractor(), build_embedder("lexical")
+    editor = RolloutEditor(local_analyser(extractor, embedder), rule="release")
+    text = "No change vs. prior. Pleural effusion resolved. Large pleural effusion."
+    [analysis] = editor.references([text])
+    assert analysis.convention == "release"
+    assert [s.text for s in analysis.sentences][:2] == ["No change vs.", "prior."]
+    effusions = [e for e in analysis.entities if e.text.lower() == "pleural effusion"]
+    assert len(effusions) == 2 and {e.sentence for e in effusions} == {2}
+    rollout = "Small pleural effusion. Effusion is small. Large pleural effusion."
+    [edited] = editor.edit([rollout], [REFERENCE], np.random.default_rng(0))
+    (x,) = analyse([rollout], extractor, embedder, convention="release")
+    (y,) = analyse([REFERENCE], extractor, embedder, convention="release")
+    plan = plan_edits(x, y, rule="release", rng=np.random.default_rng(0))
+    assert edited == apply_edits(x.sentences, y.sentences, plan)
+    assert RolloutEditor(local_analyser(extractor, embedder)).convention == "radiology"
