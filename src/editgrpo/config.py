@@ -576,6 +576,10 @@ class SFTConfig(Section):
     # Logging backends as transformers' `report_to`: "none", "tensorboard", "wandb" (a list is fine).
     report_to: list[str] = field(default_factory=lambda: ["none"])
     use_cpu: bool = False
+    # Passed verbatim to TRL's argument class (SFTConfig / GRPOConfig), e.g. run_name, push_to_hub,
+    # log_completions; keys editgrpo sets itself are refused with the recipe key to use
+    # (training/trl_args.py).
+    trl: dict[str, Any] = field(default_factory=dict)
 
     def problems(self) -> list[Problem]:
         out = _positive("", "per_device_batch_size", self.per_device_batch_size)
@@ -630,6 +634,10 @@ class RLConfig(Section):
     # A rich progress bar with the step, the on-policy reward and the edit rate (false: plain logs).
     progress_bar: bool = True
     use_cpu: bool = False
+    # Passed verbatim to TRL's argument class (SFTConfig / GRPOConfig), e.g. run_name, push_to_hub,
+    # log_completions; keys editgrpo sets itself are refused with the recipe key to use
+    # (training/trl_args.py).
+    trl: dict[str, Any] = field(default_factory=dict)
 
     def num_edits(self) -> int:
         """k: edited copies per group (``edit.num_edits``, default G // 2); 0 when edits are off."""

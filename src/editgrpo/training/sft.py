@@ -476,9 +476,11 @@ def clinical_eval_callback(evaluator: ClinicalEvaluator, trainer: Any) -> Any:
 def _training_arguments(config: SFTConfig, has_eval: bool) -> Any:
     from trl import SFTConfig as TRLSFTConfig
 
+    from editgrpo.training.trl_args import trl_arguments
+
     optim = config.optim
     strategy = "epoch" if config.save_each_epoch else "steps"
-    return TRLSFTConfig(
+    managed = dict(
         output_dir=config.output_dir,
         seed=config.seed,
         per_device_train_batch_size=config.per_device_batch_size,
@@ -509,6 +511,7 @@ def _training_arguments(config: SFTConfig, has_eval: bool) -> Any:
         report_to=list(config.report_to),
         dataloader_num_workers=0,
     )
+    return trl_arguments(TRLSFTConfig, managed, config.trl)
 
 
 def run_sft(config: SFTConfig, *, resume: bool = False) -> SFTResult:

@@ -73,6 +73,7 @@ from editgrpo.training.monitoring import (
 from editgrpo.training.precision import trainable_dtype
 from editgrpo.training.resume import SafeCheckpointsMixin
 from editgrpo.training.rollout_edits import edited_completion
+from editgrpo.training.trl_args import trl_arguments
 
 FINAL_CHECKPOINT = "final"
 LOG_HISTORY = "log_history.jsonl"
@@ -847,7 +848,7 @@ def grpo_arguments(config: RLConfig, num_processes: int) -> Any:
             f"(prompts_per_step * rollout.group_size / processes); use a divisor of {per_process}"
         )
     engine = config.rollout.engine
-    return GRPOConfig(
+    managed = dict(
         output_dir=config.output_dir,
         seed=config.seed,
         data_seed=config.seed,
@@ -887,9 +888,9 @@ def grpo_arguments(config: RLConfig, num_processes: int) -> Any:
         disable_tqdm=config.progress_bar,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        log_completions=False,
         disable_dropout=True,
     )
+    return trl_arguments(GRPOConfig, managed, config.trl)
 
 
 def training_processes(config: RLConfig) -> int:
