@@ -181,6 +181,9 @@ class DataConfig(Section):
     use_prior_images: bool = True
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    # Evaluating on test studies during training (choosing a checkpoint on them) is choosing on
+    # test data: SFT and RL refuse eval studies of split "test" unless this is true.
+    eval_on_test: bool = False
 
     SECTIONS: ClassVar[tuple[str, ...]] = ("findings", "impression", "findings_impression")
     SPLITS: ClassVar[tuple[str, ...]] = ("train", "validate", "test")  # data.schema.SPLITS (tested)
@@ -487,6 +490,69 @@ class LossConfig(Section):
         return out
 
 
+# transformers' `report_to` integrations (transformers/integrations/integration_utils.py
+# INTEGRATION_TO_CALLBACK) -> the module each needs, and the pip command that installs it.
+REPORT_TO: dict[str, tuple[str | None, str]] = {
+    "none": (None, ""),
+    "all": (None, ""),
+    "tensorboard": ("tensorboard", "pip install -e '.[tensorboard]'"),
+    "wandb": ("wandb", "pip install -e '.[wandb]'"),
+    "mlflow": ("mlflow", "pip install mlflow"),
+    "comet_ml": ("comet_ml", "pip install comet_ml"),
+    "clearml": ("clearml", "pip install clearml"),
+    "neptune": ("neptune", "pip install neptune"),
+    "dvclive": ("dvclive", "pip install dvclive"),
+    "trackio": ("trackio", "pip install trackio"),
+    "swanlab": ("swanlab", "pip install swanlab"),
+    "azure_ml": ("azureml", "pip install azureml-sdk"),
+    "codecarbon": ("codecarbon", "pip install codecarbon"),
+    "dagshub": ("dagshub", "pip install dagshub"),
+    "flyte": ("flytekit", "pip install flytekit"),
+}
+
+
+def _eval_on_test_problems(data: DataConfig) -> list[Problem]:
+    """Training-time evaluation on the test split is refused unless the recipe says so."""
+    if data.eval and data.eval_split == "test" and not data.eval_on_test:
+        return [
+            Problem(
+                "data.eval_split",
+                "test",
+                "evaluating on test studies during training chooses checkpoints on test data",
+                "evaluate on the validate split (data.eval_split=validate), or set data.eval_on_test=true "
+                "to do it on purpose",
+            )
+        ]
+    return []
+
+
+def _report_to_problems(report_to: list[str]) -> list[Problem]:
+    """Unknown logging backends (with the closest name) and missing packages (with the pip
+    command), found when the recipe loads instead of seconds into a run."""
+    import importlib.util
+
+    out = []
+    for name in report_to:
+        if name not in REPORT_TO:
+            out += _choice("", "report_to", name, tuple(REPORT_TO))
+            continue
+        module, install = REPORT_TO[name]
+        if module is not None and importlib.util.find_spec(module) is None:
+            out.append(
+                Problem("report_to", name, f"the {module!r} package is not installed", f"run `{install}`")
+            )
+    if len(report_to) > 1 and {"none", "all"} & set(report_to):
+        out.append(
+            Problem(
+                "report_to",
+                report_to,
+                "'none' and 'all' stand alone",
+                "give [none], [all] or a list of backends",
+            )
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Stages
 # ---------------------------------------------------------------------------------------------
@@ -599,6 +665,8 @@ class SFTConfig(Section):
                 )
             )
         out += _use_cpu_problems(self.use_cpu, self.model)
+        out += _report_to_problems(self.report_to)
+        out += _eval_on_test_problems(self.data)
         return out
 
 
@@ -633,6 +701,13 @@ class RLConfig(Section):
     report_to: list[str] = field(default_factory=lambda: ["none"])
     # A rich progress bar with the step, the on-policy reward and the edit rate (false: plain logs).
     progress_bar: bool = True
+    # Clinical validation during RL (as SFT's): every eval_steps optimizer steps (None: every
+    # save_steps) and at the end, greedy reports for the first eval_clinical_samples studies of
+    # data.eval scored with the offline metrics, logged and appended to clinical_eval.jsonl (0: off).
+    eval_steps: int | None = None
+    eval_clinical_samples: int = 64
+    # None: rollout.max_completion_length.
+    eval_clinical_max_new_tokens: int | None = None
     use_cpu: bool = False
     # Passed verbatim to TRL's argument class (SFTConfig / GRPOConfig), e.g. run_name, push_to_hub,
     # log_completions; keys editgrpo sets itself are refused with the recipe key to use
@@ -652,6 +727,9 @@ class RLConfig(Section):
         out += _positive("", "save_steps", self.save_steps)
         out += _positive("", "save_total_limit", self.save_total_limit)
         out += _positive("", "per_device_batch_size", self.per_device_batch_size)
+        out += _positive("", "eval_steps", self.eval_steps)
+        out += _positive("", "eval_clinical_samples", self.eval_clinical_samples, allow_zero=True)
+        out += _positive("", "eval_clinical_max_new_tokens", self.eval_clinical_max_new_tokens)
         k, group = self.num_edits(), self.rollout.group_size
         completions = self.prompts_per_step * group
         if (
@@ -679,6 +757,8 @@ class RLConfig(Section):
                 )
             )
         out += _use_cpu_problems(self.use_cpu, self.model)
+        out += _report_to_problems(self.report_to)
+        out += _eval_on_test_problems(self.data)
         return out
 
 

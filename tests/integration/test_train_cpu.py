@@ -407,6 +407,7 @@ def test_shipped_cpu_recipes_train_end_to_end(
         [
             f"model.name_or_path={sft_model}",
             f"data.train={synth_dir / 'train.jsonl'}",
+            *([f"data.eval={synth_dir / 'validate.jsonl'}"] if "balanced" not in recipe else []),
             f"output_dir={tmp_path / 'run'}",
             "max_steps=2",
             "prompts_per_step=2",
@@ -435,6 +436,59 @@ def test_shipped_cpu_recipes_train_end_to_end(
             assert sum(shares) / 14 == pytest.approx(entry["rewards/on_policy/chexpert_balanced"], abs=1e-9)
         else:
             assert not shares
+    if "balanced" not in recipe:
+        # Clinical validation during RL (cpu_smoke.yaml: eval_steps 5, so here at the last step).
+        from editgrpo.training.sft import CLINICAL_EVAL_FILE
+
+        (record,) = [
+            json.loads(line) for line in (tmp_path / "run" / CLINICAL_EVAL_FILE).read_text().splitlines()
+        ]
+        assert record["step"] == 2 and record["n"] == min(
+            8, len((synth_dir / "validate.jsonl").read_text().splitlines())
+        )
+        assert set(record["metrics"]) == {
+            "eval_chexpert_rules_micro_f1_14",
+            "eval_chexpert_rules_macro_f1_14",
+            "eval_radgraph_lexicon_f1",
+        }
+        logged = [entry for entry in result.log_history if "eval_radgraph_lexicon_f1" in entry]
+        assert [entry["step"] for entry in logged] == [2]
+
+
+def test_a_test_split_eval_is_refused_unless_the_recipe_says_so(
+    sft_model: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    from editgrpo.config import ConfigError
+    from editgrpo.errors import UserError
+    from editgrpo.training.trainer import build_trainer
+
+    with pytest.raises(ConfigError, match="data.eval_split = 'test': evaluating on test studies"):
+        rl_config(
+            *rl_overrides(
+                sft_model,
+                synth_dir,
+                tmp_path / "a",
+                f"data.eval={synth_dir / 'test.jsonl'}",
+                "data.eval_split=test",
+            )
+        )
+    # A test manifest without a split filter: refused when its studies are read, before training.
+    config = rl_config(
+        *rl_overrides(sft_model, synth_dir, tmp_path / "b", f"data.eval={synth_dir / 'test.jsonl'}")
+    )
+    with pytest.raises(UserError, match="evaluation studies are of split 'test'.*data.eval_on_test=true"):
+        build_trainer(config)
+    allowed = rl_config(
+        *rl_overrides(
+            sft_model,
+            synth_dir,
+            tmp_path / "c",
+            f"data.eval={synth_dir / 'test.jsonl'}",
+            "data.eval_on_test=true",
+        )
+    )
+    trainer, _, _ = build_trainer(allowed)
+    assert trainer is not None
 
 
 def test_kl_is_measured_against_the_named_reference(

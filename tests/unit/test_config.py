@@ -220,3 +220,26 @@ def test_non_finite_numbers_are_refused_in_python_built_configs() -> None:
         RewardConfig(components={"chexbert_micro14": float("nan")})
     with pytest.raises(ConfigError, match=r"max_grad_norm = inf: must be a finite number"):
         OptimConfig(max_grad_norm=float("inf"))
+
+
+def test_report_to_is_checked_when_the_recipe_loads() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["report_to=[tensorbord]"], stage="rl")
+    assert _messages(err) == [
+        "override 'report_to=[tensorbord]': report_to = 'tensorbord': must be one of "
+        + ", ".join(__import__("editgrpo.config", fromlist=["REPORT_TO"]).REPORT_TO)
+        + ". Fix: did you mean 'tensorboard'? use one of those names."
+    ]
+    # A known backend whose package is missing names the pip command (mlflow is not installed here).
+    pytest.importorskip("tensorboard")
+    assert load_config(None, ["report_to=[tensorboard]"], stage="sft").report_to == ["tensorboard"]
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        with pytest.raises(
+            ConfigError,
+            match=r"report_to = 'mlflow': the 'mlflow' package is not installed. Fix: run `pip install mlflow`",
+        ):
+            load_config(None, ["report_to=[mlflow]"], stage="rl")
+    with pytest.raises(ConfigError, match="'none' and 'all' stand alone"):
+        load_config(None, ["report_to=[none,tensorboard]"], stage="rl")

@@ -121,10 +121,16 @@ def build_examples(
 
 
 def read_examples(
-    manifest: str | Path, config: SFTConfig, limit: int | None, split: str | None = None
+    manifest: str | Path,
+    config: SFTConfig,
+    limit: int | None,
+    split: str | None = None,
+    *,
+    refuse_test: bool = False,
 ) -> SFTExamples:
     """The examples of one manifest (only its ``split`` studies when given); image paths are
-    relative to the manifest's folder."""
+    relative to the manifest's folder. ``refuse_test``: a ``test`` study among them is a user error
+    (training-time evaluation on test data; ``data.eval_on_test`` allows it)."""
     path = Path(manifest)
     if not path.is_file():
         raise UserError(f"manifest {path}: file not found")
@@ -139,6 +145,15 @@ def read_examples(
             )
     if limit is not None:
         studies = studies[:limit]
+    if refuse_test:
+        tests = [study.study_id for study in studies if study.split == "test"]
+        if tests:
+            raise UserError(
+                f"manifest {path}: {len(tests)} evaluation studies are of split 'test' (e.g. {tests[0]}): "
+                "evaluating on them during training chooses checkpoints on test data. Fix: give a "
+                "validation manifest or data.eval_split=validate, or set data.eval_on_test=true to do it "
+                "on purpose"
+            )
     options = PromptOptions(max_images=config.model.max_images, use_prior_images=config.data.use_prior_images)
     return build_examples(
         studies, image_root=path.resolve().parent, target_section=config.data.target_section, options=options
@@ -552,7 +567,13 @@ def run_sft(config: SFTConfig, *, resume: bool = False) -> SFTResult:
             f"{config.data.train}: no study has a {config.data.target_section!r} text to train on"
         )
     evaluation = (
-        read_examples(config.data.eval, config, config.data.max_eval_samples, config.data.eval_split)
+        read_examples(
+            config.data.eval,
+            config,
+            config.data.max_eval_samples,
+            config.data.eval_split,
+            refuse_test=not config.data.eval_on_test,
+        )
         if config.data.eval
         else None
     )

@@ -904,6 +904,58 @@ def training_processes(config: RLConfig) -> int:
     return PartialState(cpu=config.use_cpu).num_processes
 
 
+def build_rl_evaluator(config: RLConfig, processor: Any) -> Any:
+    """SFT's clinical evaluator on ``data.eval`` (None when there is no eval manifest or
+    ``eval_clinical_samples`` is 0); test studies refused unless ``data.eval_on_test``."""
+    from editgrpo.training.sft import CLINICAL_EVAL_FILE, ClinicalEvaluator, eval_studies, read_examples
+
+    if not config.data.eval or config.eval_clinical_samples == 0:
+        return None
+    if not Path(config.data.eval).is_file():
+        raise UserError(f"data.eval = {config.data.eval!r}: file not found; give a JSONL study manifest")
+    examples = read_examples(
+        config.data.eval,
+        config,  # duck-typed sections (model, data)
+        config.data.max_eval_samples,
+        config.data.eval_split,
+        refuse_test=not config.data.eval_on_test,
+    )
+    if not examples.rows:
+        raise UserError(
+            f"data.eval = {config.data.eval!r}: no study has a {config.data.target_section!r} text"
+        )
+    return ClinicalEvaluator(
+        eval_studies(examples.rows, config.eval_clinical_samples),
+        processor,
+        Path(config.output_dir) / CLINICAL_EVAL_FILE,
+        batch_size=max(config.rollout.group_size, 1),
+        max_new_tokens=config.eval_clinical_max_new_tokens or config.rollout.max_completion_length,
+    )
+
+
+def rl_clinical_eval_callback(evaluator: Any, trainer: Any, config: RLConfig) -> Any:
+    """Run ``evaluator`` every ``eval_steps`` (default ``save_steps``) optimizer steps and at the
+    last one, before that step's checkpoint is saved (so a resumed run's log keeps the record); the
+    metrics go to the log history and ``report_to`` through ``Trainer.log`` (GRPOTrainer's own
+    ``log`` would fold its pending training metrics into the entry)."""
+    from transformers import Trainer, TrainerCallback
+
+    every = config.eval_steps or config.save_steps
+
+    class RLClinicalEvalCallback(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            step = state.global_step
+            if model is None or not (step % every == 0 or step >= state.max_steps):
+                return
+            # Every rank generates (a sharded model needs all ranks in each forward); rank 0 writes.
+            record = evaluator.evaluate(
+                model, epoch=state.epoch, step=step, write=state.is_world_process_zero
+            )
+            Trainer.log(trainer, dict(record["metrics"]))
+
+    return RLClinicalEvalCallback()
+
+
 def build_editor(config: RLConfig, scorer: Any) -> RolloutEditor | None:
     """The edit engine, sharing the reward's annotators when they run in this process."""
     if not config.edit.enabled:
@@ -956,6 +1008,7 @@ def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[Edit
 
         label_freqs = load_label_freqs(config.reward.label_freqs, labeler=config.reward.labeler)["labels"]
     all_callbacks = list(callbacks)
+    evaluator = build_rl_evaluator(config, processor)
     if config.progress_bar:
         all_callbacks.append(RichProgressCallback("EditGRPO" if config.edit.enabled else "GRPO"))
     # TRL builds the KL reference from the policy's `_name_or_path` (GRPOTrainer.__init__); pointing
@@ -980,6 +1033,8 @@ def build_trainer(config: RLConfig, callbacks: Sequence[Any] = ()) -> tuple[Edit
         )
     finally:
         model.config._name_or_path = original_name
+    if evaluator is not None:
+        trainer.add_callback(rl_clinical_eval_callback(evaluator, trainer, config))
     if trainer.accelerator.num_processes != processes:
         raise RuntimeError(
             f"the Trainer runs {trainer.accelerator.num_processes} processes but the batch was split for "
@@ -1015,7 +1070,10 @@ def run_train(config: RLConfig, *, resume: bool = False, callbacks: Sequence[Any
             )
         if step == config.max_steps:
             return _finish_from_checkpoint(config, checkpoint)
-        _truncate_completions_log(output_dir / COMPLETIONS_LOG, step)
+        from editgrpo.training.sft import CLINICAL_EVAL_FILE
+
+        for log in (COMPLETIONS_LOG, CLINICAL_EVAL_FILE):
+            _truncate_jsonl(output_dir / log, step)
     save_resolved_config(config, output_dir)
     trainer, prompts, skipped = build_trainer(config, callbacks)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
@@ -1062,9 +1120,9 @@ def _write_log_history(output_dir: Path, history: list[dict[str, Any]]) -> None:
     temporary.replace(output_dir / LOG_HISTORY)
 
 
-def _truncate_completions_log(path: Path, step: int) -> None:
-    """Drop the completions a killed run logged after the checkpoint it resumes from (they are
-    logged again, from the same seeded draws, as the resumed run redoes those steps)."""
+def _truncate_jsonl(path: Path, step: int) -> None:
+    """Drop the lines (completions, clinical evaluations) a killed run logged after the checkpoint
+    it resumes from: the resumed run redoes those steps and logs them again."""
     if not path.is_file():
         return
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
