@@ -130,6 +130,10 @@ def test_sft_then_editgrpo_changes_every_trainable_parameter(
     assert any("rewards/edited/total" in entry for entry in steps)
     lines = (tmp_path / "rl" / LOG_HISTORY).read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines][:3] == [1, 2, 3]
+    # The model card names the base model through the local SFT checkpoint, and the method.
+    card = (Path(result.final_checkpoint) / "README.md").read_text()
+    assert card.startswith("---\nbase_model: ") and f"finetuned_from: {sft_model}\n" in card
+    assert "trained with **EditGRPO**" in card and "[None]" not in card
     assert (tmp_path / "rl" / "resolved_config.yaml").is_file()
 
     # Collapse figures, on-policy rows every step (edited rows when a step had any).
@@ -462,7 +466,7 @@ def test_a_test_split_eval_is_refused_unless_the_recipe_says_so(
     from editgrpo.errors import UserError
     from editgrpo.training.trainer import build_trainer
 
-    with pytest.raises(ConfigError, match="data.eval_split = 'test': evaluating on test studies"):
+    with pytest.raises(ConfigError, match=r"data.eval_split = 'test': evaluating on test studies"):
         rl_config(
             *rl_overrides(
                 sft_model,
@@ -476,7 +480,7 @@ def test_a_test_split_eval_is_refused_unless_the_recipe_says_so(
     config = rl_config(
         *rl_overrides(sft_model, synth_dir, tmp_path / "b", f"data.eval={synth_dir / 'test.jsonl'}")
     )
-    with pytest.raises(UserError, match="evaluation studies are of split 'test'.*data.eval_on_test=true"):
+    with pytest.raises(UserError, match=r"evaluation studies are of split 'test'.*data.eval_on_test=true"):
         build_trainer(config)
     allowed = rl_config(
         *rl_overrides(

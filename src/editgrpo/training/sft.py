@@ -622,6 +622,10 @@ def run_sft(config: SFTConfig, *, resume: bool = False) -> SFTResult:
     else:
         trainer.save_model(str(final))
         processor.save_pretrained(str(final))
+    if trainer.args.should_save:
+        from editgrpo.training.model_card import write_model_card
+
+        write_model_card(final, config, global_step=trainer.state.global_step)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return SFTResult(
         output_dir=str(output_dir),

@@ -63,6 +63,7 @@ from editgrpo.rewards.composite import completion_text
 from editgrpo.text.observations import CHEXPERT_14
 from editgrpo.training.checkpoints import checkpoint_step, last_complete_checkpoint, list_checkpoints
 from editgrpo.training.groups import compose_groups
+from editgrpo.training.model_card import write_model_card
 from editgrpo.training.monitoring import (
     collapse_stats,
     completion_log_rows,
@@ -1084,6 +1085,7 @@ def run_train(config: RLConfig, *, resume: bool = False, callbacks: Sequence[Any
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(str(partial))
+        write_model_card(partial, config, global_step=trainer.state.global_step)
         _replace_dir(partial, final)
         _write_log_history(output_dir, trainer.state.log_history)
     trainer.accelerator.wait_for_everyone()
@@ -1154,6 +1156,7 @@ def _finish_from_checkpoint(config: RLConfig, checkpoint: Path) -> TrainResult:
         for item in sorted(checkpoint.iterdir()):
             if item.is_file() and not any(fnmatch.fnmatch(item.name, p) for p in TRAINING_STATE_FILES):
                 shutil.copy2(item, partial / item.name)
+        write_model_card(partial, config, global_step=checkpoint_step(checkpoint) or 0)
         _replace_dir(partial, final)
         if not (output_dir / LOG_HISTORY).is_file():
             _write_log_history(output_dir, history)
