@@ -8,12 +8,23 @@ prompts (``input_ids``, ``attention_mask``, ``pixel_values``, ``image_grid_thw``
 ``mm_token_type_ids``), and it is what both the tiny test models and real checkpoints are loaded
 with (``models/qwen_vl.py``), so there is one code path.
 
-``register_auto_classes()`` makes ``AutoProcessor.from_pretrained`` find this class by the name
-stored in ``processor_config.json``. It only adds a lookup entry for our own class name; it does
-not change what transformers returns for stock checkpoints.
+Saved checkpoints are standard: ``save_pretrained`` writes the files of the stock processor, naming
+``Qwen2_5_VLProcessor`` as ``processor_class`` (in ``processor_config.json`` and
+``tokenizer_config.json``) and adding the ``video_processor`` entry a stock Qwen2.5-VL processor
+carries (the image settings under ``video_processor_type: Qwen2VLVideoProcessor``, as the published
+checkpoints configure both alike), so ``AutoProcessor`` / ``pipeline("image-text-to-text")`` in an
+environment with torchvision build the stock processor without importing editgrpo, and editgrpo
+loads the same files with this class.
+
+``register_auto_classes()`` makes ``AutoProcessor.from_pretrained`` find this class by its own name,
+for checkpoints written before saving was made standard. It only adds a lookup entry for our class
+name; it does not change what transformers returns for stock checkpoints.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from transformers import PretrainedConfig
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
@@ -41,6 +52,12 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
         )
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as the stock ``Qwen2_5_VLProcessor`` would (module docstring)."""
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        standardise_processor_files(save_directory)
+        return out
+
     def __call__(self, images=None, text=None, videos=None, **kwargs):
         if videos is not None:
             raise ValueError(
@@ -48,6 +65,38 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
                 "torchvision-based video processor); pass images only."
             )
         return super().__call__(images=images, text=text, **kwargs)
+
+
+STOCK_PROCESSOR_CLASS = "Qwen2_5_VLProcessor"
+STOCK_VIDEO_PROCESSOR_TYPE = "Qwen2VLVideoProcessor"
+
+
+def _rewrite_json(path: Path, change) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
+def standardise_processor_files(directory) -> None:
+    """Name the stock processor class in a saved processor's files and add its video entry."""
+    directory = Path(directory)
+
+    def processor(data: dict) -> None:
+        data["processor_class"] = STOCK_PROCESSOR_CLASS
+        image = data.get("image_processor")
+        if isinstance(image, dict) and "video_processor" not in data:
+            video = {k: v for k, v in image.items() if k != "image_processor_type"}
+            data["video_processor"] = {**video, "video_processor_type": STOCK_VIDEO_PROCESSOR_TYPE}
+
+    def tokenizer(data: dict) -> None:
+        if "processor_class" in data:
+            data["processor_class"] = STOCK_PROCESSOR_CLASS
+
+    for name, change in (("processor_config.json", processor), ("tokenizer_config.json", tokenizer)):
+        if (directory / name).is_file():
+            _rewrite_json(directory / name, change)
 
 
 class _ImageOnlyProcessorKey(PretrainedConfig):

@@ -13,8 +13,9 @@ checkpoint is only size and the tokenizer's vocabulary:
 - the processor is ``ImageOnlyQwen2_5_VLProcessor`` (no video processor, see ``processor.py``).
 
 Importing this module registers that processor class with ``AutoProcessor`` (the one deliberate
-import-time effect, so that ``AutoProcessor.from_pretrained(OUT_DIR)`` works after
-``import editgrpo.models.tiny``, as transformers' own ``register`` examples do).
+import-time effect, as transformers' own ``register`` examples do), for checkpoints saved before the
+processor files named the stock class; new ones name ``Qwen2_5_VLProcessor`` (``processor.py``) and
+load with ``models.qwen_vl.load_processor``.
 
 Sizes (``TINY_SIZES``): ``xs`` (~0.6M parameters, unit tests; the shape a CPU prototype found best
 for SynthCXR, text 128 x 2 layers, vision 64 x 2), ``s`` (~5M) and ``m`` (~24M) for demos.

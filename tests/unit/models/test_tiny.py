@@ -133,7 +133,7 @@ def test_tiny_model_learns_a_fixed_batch(xray_images) -> None:
 
 
 def test_round_trip_through_auto_classes(tiny_model_dir: Path, xray_images) -> None:
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    processor = load_processor(str(tiny_model_dir))
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
     assert isinstance(processor, ImageOnlyQwen2_5_VLProcessor)
     assert type(model) is Qwen2_5_VLForConditionalGeneration
@@ -181,3 +181,47 @@ def test_images_change_the_output(tiny_model_dir: Path, xray_images) -> None:
     b = encode_prompts(processor, [VisualPrompt([xray_images[0].transpose(0)], same_text)])
     with torch.no_grad():
         assert not torch.allclose(model(**a).logits[:, -1], model(**b).logits[:, -1])
+
+
+def test_saved_checkpoints_name_the_stock_processor(tiny_model_dir: Path) -> None:
+    """The files say Qwen2_5_VLProcessor (with the stock video entry), so transformers alone builds
+    the stock processor: here, without torchvision, it asks for torchvision exactly as it does for
+    the published Qwen2.5-VL checkpoints; editgrpo loads the same files with its image-only class."""
+    config = json.loads((tiny_model_dir / "processor_config.json").read_text())
+    assert config["processor_class"] == "Qwen2_5_VLProcessor"
+    video = config["video_processor"]
+    assert video["video_processor_type"] == "Qwen2VLVideoProcessor"
+    image = config["image_processor"]
+    assert {k: v for k, v in image.items() if k != "image_processor_type"} == {
+        k: v for k, v in video.items() if k != "video_processor_type"
+    }
+    assert json.loads((tiny_model_dir / "tokenizer_config.json").read_text())["processor_class"] == (
+        "Qwen2_5_VLProcessor"
+    )
+    from transformers.models.auto.processing_auto import processor_class_from_name
+
+    assert processor_class_from_name("Qwen2_5_VLProcessor").__module__.startswith("transformers.")
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None:
+        with pytest.raises(ImportError, match="Torchvision"):
+            AutoProcessor.from_pretrained(tiny_model_dir)
+    else:  # an environment with torchvision gets the stock processor
+        assert type(AutoProcessor.from_pretrained(tiny_model_dir)).__name__ == "Qwen2_5_VLProcessor"
+
+
+def test_transformers_alone_loads_a_checkpoint(tiny_model_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json; from transformers import AutoModelForImageTextToText, AutoTokenizer;"
+        f"m = AutoModelForImageTextToText.from_pretrained({str(tiny_model_dir)!r});"
+        f"t = AutoTokenizer.from_pretrained({str(tiny_model_dir)!r});"
+        "assert not [k for k in sys.modules if k.startswith('editgrpo')];"
+        "print(json.dumps([type(m).__name__, len(t)]))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    name, vocab = json.loads(run.stdout.strip().splitlines()[-1])
+    assert name == "Qwen2_5_VLForConditionalGeneration" and vocab > 100
