@@ -447,7 +447,7 @@ def test_concurrent_requests_are_merged_then_split_in_order(pool: list, expected
         service = RewardService(CompositeReward(), limits=ServerLimits(max_batch_pairs=cap, batch_wait_s=0.3))
         with thread_server(service) as url:
             answers = _concurrently(url, [payload(pool[c * 8 : c * 8 + 8]) for c in range(4)])
-            metrics = httpx.get(f"{url}/metrics").json()
+            metrics = httpx.get(f"{url}/metrics.json").json()
         assert metrics["batches"]["model_calls"] == calls and metrics["batches"]["max_pairs"] == 32 // calls
         for c in range(4):
             assert answers[c]["batch_pairs"] == 32 // calls
