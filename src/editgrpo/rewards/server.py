@@ -344,11 +344,15 @@ class RewardService:
            behind the others;
         2. every job that fits whole in what is left is taken whole, in arrival order: small
            requests are merged (the throughput) and none waits behind a large one;
-        3. what is still left goes to the first job not yet finished in this call (a slice; to
-           the back of the queue if it is still not finished).
+        3. if pass 2 took no new request whole, what is still left goes to the first job not yet
+           finished in this call (a slice; to the back of the queue if it is still not finished).
+           A call that answers whole requests is not filled up with slices of large ones: its
+           duration is those requests' latency.
 
-        So a request that fits in one call waits for at most the call in progress plus its own,
-        whatever the size of the others' requests. Jobs of another kind keep their place."""
+        So a request that fits in one call waits for at most the call in progress plus a call of
+        at most half the budget of others' work, whatever the size of their requests (issue 18:
+        a 1-pair request behind a 100-pair request of long reports waited 10.5 s). Jobs of
+        another kind keep their place."""
         while True:
             while not self._pending:
                 self._wakeup.clear()
@@ -382,10 +386,12 @@ class RewardService:
         head = jobs[0]
         if not fits(head):
             take(head, head.slice_end(pairs_left // 2 or 1, chars_left // 2, at_least_one=True))
+        answered_whole = False  # a request that had waited with nothing scored is in this call
         for job in jobs:
             if job.cursor < job.size and fits(job):
+                answered_whole = answered_whole or job.cursor == 0
                 take(job, job.size)
-        if pairs_left > 0 and chars_left > 0:
+        if not answered_whole and pairs_left > 0 and chars_left > 0:
             for job in jobs:
                 if job.cursor < job.size:
                     take(job, job.slice_end(pairs_left, chars_left, at_least_one=not slices))
@@ -979,8 +985,8 @@ def _deadline_protocol(limits: ServerLimits, on_timeout: Callable[[str], None]) 
         )
         return json.dumps(
             {
-                "error": f"the request's {phase} did not arrive within {limit:g} s (serve-rewards {option}); "
-                "the connection is closed"
+                "error": f"the request's {'headers' if phase == 'header' else 'body'} did not arrive within "
+                f"{limit:g} s (serve-rewards {option}); the connection is closed"
             }
         ).encode()
 
