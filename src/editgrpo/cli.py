@@ -388,7 +388,15 @@ def _reward_server_failure(err: Any, config: Any, recipe: str | None, *, during_
     """The train command's message for a RewardServerError: what happened and what to change."""
     reward = config.reward
     status = getattr(err, "status", None)
+    from urllib.parse import urlsplit
+
     recipe_arg = f" --config {recipe}" if recipe else ""
+    try:
+        port = urlsplit(reward.server_url).port
+    except ValueError:
+        port = None
+    if port:
+        recipe_arg += f" --port {port}"
     if status is None:
         fix = (
             f"start it with `editgrpo serve-rewards{recipe_arg}` (same reward: section) where "
