@@ -3,7 +3,10 @@
 Why a server: the reward's annotators (CheXbert, RaTE-NER, BioLORD, RadGraph) are models that
 should be loaded once, on their own device, and fed large batches, while every trainer rank sends
 one small request per step. The server builds the reward once at start-up and gathers concurrent
-requests into one model call (micro-batching), then splits the results back.
+requests into one model call (micro-batching), then splits the results back. A request larger than
+one model call (``max_batch_pairs`` pairs, ``max_batch_chars`` characters) is scored in slices
+that take turns with the other clients' requests, so a 1-pair request is never stuck behind a
+100-pair request of long reports (``RewardService._take_batch``).
 
 Endpoints (JSON in and out; errors are ``{"error": "<message>"}`` with a 4xx/5xx status):
 
@@ -12,8 +15,8 @@ Endpoints (JSON in and out; errors are ``{"error": "<message>"}`` with a 4xx/5xx
   {observation: "tp" | "fp" | "fn" | "tn"} (only when a labeler ran)}, ...], "batch_pairs": int}``,
   results in the order of the pairs. ``null`` text = no text: scored
   ``None``, as ``CompositeReward.score`` scores a non-string (ARCHITECTURE.md rule 5: a reward is
-  a number or ``None``, never a silent 0). ``batch_pairs`` is the size of the model call the
-  request was merged into.
+  a number or ``None``, never a silent 0). ``batch_pairs`` is the size of the (largest) model
+  call the request was merged into.
 - ``POST /v1/analyze``: ``{"texts": [str, ...], "vectors": bool (default false)}`` ->
   ``{"analyses": [{"sentences": [{"text", "start", "end"}], "entities": [{"text", "start",
   "end", "type", "sentence", "vector"?}] | null}], "dim": int | null, "vector_encoding":
@@ -24,17 +27,26 @@ Endpoints (JSON in and out; errors are ``{"error": "<message>"}`` with a 4xx/5xx
   embedder has 2,107 dimensions); ``entities`` is ``null`` where the annotator failed on a text.
 - ``GET /healthz``: ``{"status": "ok", "components": {name: weight}, "backends": {...}}`` (no
   token needed, so a load balancer or ``RewardClient.health`` can probe it).
-- ``GET /metrics``: request counts by route and status, latency p50/p90/p99 per route (last
-  10,000 requests), model-call sizes (histogram and summary), queue depth, and the reward's
-  counters (samples scored, unscorable, partial, failures per component).
+- ``GET /metrics``: Prometheus text exposition (``text/plain; version=0.0.4``; HELP and TYPE
+  lines, names ``editgrpo_reward_*``): request counts by route and status, request duration
+  (summary: p50/p90/p99 over the last 10,000 requests per route, sum and count since start),
+  model-call sizes (histogram), requests merged and sliced, queue depth, connections closed by a
+  deadline, and the reward's counters (samples scored, unscorable, partial, failures per
+  component).
+- ``GET /metrics.json``: the same figures as one JSON object (``RewardClient.metrics``).
 
-Limits (``ServerLimits``): body 4 MiB (413), 1,024 pairs or texts per request and 20,000
-characters per text (422), malformed JSON (400), wrong types or missing / unknown keys or an empty
-batch (422). The server keeps serving after each.
+Limits (``ServerLimits``, each a ``serve-rewards`` option named in the message that enforces it):
+body 4 MiB (413, ``--max-body-bytes``); 1,024 pairs or texts per request (422, ``--max-pairs``);
+20,000 characters per text (422, ``--max-text-chars``); the work bound, 1,000,000 characters of
+text per request (413, ``--max-request-chars``); malformed JSON (400); wrong types or missing /
+unknown keys or an empty batch (422). Per connection: 10 s to send a request's headers
+(``--header-timeout``) and 30 s for its body after them (``--body-timeout``), else 408 and the
+connection is closed. The server keeps serving after each.
 
 Security: ``serve`` binds 127.0.0.1 unless told otherwise, and refuses a non-loopback host without
-a bearer token; with a token, every route but ``/healthz`` needs ``Authorization: Bearer <token>``
-(401 when missing, 403 when wrong).
+a bearer token of at least 16 characters (printable ASCII, no spaces, for any bind); with a token,
+every route but ``/healthz`` needs ``Authorization: Bearer <token>`` (401 when missing, 403 when
+wrong).
 
 Threads: the event loop parses, validates and answers; the reward runs in one worker thread (one,
 because the annotators' caches and counters are not thread-safe), so ``/healthz`` answers while a
