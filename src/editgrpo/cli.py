@@ -386,10 +386,10 @@ def _check_reward_server(reward: Any) -> None:
 
 def _reward_server_failure(err: Any, config: Any, recipe: str | None, *, during_training: bool) -> str:
     """The train command's message for a RewardServerError: what happened and what to change."""
-    reward = config.reward
-    status = getattr(err, "status", None)
     from urllib.parse import urlsplit
 
+    reward = config.reward
+    status = getattr(err, "status", None)
     recipe_arg = f" --config {recipe}" if recipe else ""
     try:
         port = urlsplit(reward.server_url).port
