@@ -58,7 +58,9 @@ ALLOWED_THIRD_PARTY: dict[str, set[str] | None] = {
     "demo": {"numpy", "PIL", "torch", "transformers"},
     "training": None,  # anything, including the training engines
     "eval": {"numpy", "torch", "transformers", "PIL", "datasets", "matplotlib"},
-    "rewards": {"numpy", "torch", "transformers", "uvicorn", "starlette", "httpx"},
+    # h11: uvicorn's own HTTP/1.1 parser (a uvicorn dependency); the server's connection deadlines
+    # subclass uvicorn's h11 protocol and read its states.
+    "rewards": {"numpy", "torch", "transformers", "uvicorn", "h11", "starlette", "httpx"},
     "edits": {"numpy"},
     "metrics": {"numpy"},
     # radgraph: optional, imported only by the `radgraph` entity backend when the user has it.

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from editgrpo.errors import UserError
 
@@ -341,9 +342,23 @@ def _sft(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from editgrpo.config import load_config
-    from editgrpo.training.trainer import run_train
 
-    result = run_train(load_config(args.recipe, args.overrides, stage="rl"), resume=args.resume)
+    config = load_config(args.recipe, args.overrides, stage="rl")
+    # A reward server that cannot be reached, or refuses the trainer, is found before the model
+    # loads; one that fails during training (after the client's retries) ends the run with the
+    # same kind of message, never a traceback from inside TRL's training loop.
+    from editgrpo.rewards.client import RewardServerError
+
+    started = False
+    try:
+        if config.reward.scoring == "server":
+            _check_reward_server(config.reward)
+        from editgrpo.training.trainer import run_train
+
+        started = True
+        result = run_train(config, resume=args.resume)
+    except RewardServerError as err:
+        raise UserError(_reward_server_failure(err, config, args.recipe, during_training=started)) from None
     summary = {
         "output_dir": result.output_dir,
         "final_checkpoint": result.final_checkpoint,
@@ -358,16 +373,68 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_reward_server(reward: Any) -> None:
+    """``reward.scoring=server``: the server answers, and accepts this trainer's token."""
+    from editgrpo.rewards.client import RewardClient
+
+    token = os.environ.get(reward.server_token_env) or None
+    with RewardClient(
+        reward.server_url, token=token, timeout_s=reward.timeout_s, retries=reward.retries
+    ) as client:
+        client.check()
+
+
+def _reward_server_failure(err: Any, config: Any, recipe: str | None, *, during_training: bool) -> str:
+    """The train command's message for a RewardServerError: what happened and what to change."""
+    from urllib.parse import urlsplit
+
+    reward = config.reward
+    status = getattr(err, "status", None)
+    recipe_arg = f" --config {recipe}" if recipe else ""
+    try:
+        port = urlsplit(reward.server_url).port
+    except ValueError:
+        port = None
+    if port:
+        recipe_arg += f" --port {port}"
+    if status is None:
+        fix = (
+            f"start it with `editgrpo serve-rewards{recipe_arg}` (same reward: section) where "
+            f"reward.server_url = {reward.server_url} points, or fix reward.server_url, or score in the "
+            "trainer with reward.scoring=inprocess"
+        )
+    elif status in (401, 403):
+        fix = (
+            f"set the environment variable {reward.server_token_env} (reward.server_token_env) to the "
+            "token the server was started with"
+        )
+    elif status in (413, 422):
+        fix = "raise the server's limit named above (an option of editgrpo serve-rewards) and restart it"
+    elif status == 404:
+        fix = f"reward.server_url = {reward.server_url} is not an editgrpo reward server (or an older one)"
+    else:
+        fix = "see the reward server's log, restart it, and raise reward.retries if it restarts often"
+    if during_training:
+        fix += (
+            f"; checkpoints already written to {config.output_dir} are kept: continue from the newest "
+            "complete one with `editgrpo train ... --resume`"
+        )
+        return f"the reward server failed during training: {err}. Fix: {fix}"
+    return f"the reward server cannot be used (checked before loading the model): {err}. Fix: {fix}"
+
+
 def _serve_rewards(args: argparse.Namespace) -> int:
     from editgrpo.config import load_config
-    from editgrpo.rewards.server import ServerLimits, serve
+    from editgrpo.rewards.limits import LIMIT_OPTIONS, ServerLimits
+    from editgrpo.rewards.server import serve
 
     # stage="rl": the reward section belongs to the rl stage; a recipe without `stage:` (just a
     # `reward:` section) loads as an rl config with the other sections at their defaults.
     config = load_config(args.config, args.overrides, stage="rl")
-    if args.max_batch_pairs < 1:
-        raise UserError(f"--max-batch-pairs {args.max_batch_pairs}: must be >= 1")
-    limits = ServerLimits(max_batch_pairs=args.max_batch_pairs)
+    try:
+        limits = ServerLimits(**{field: getattr(args, field) for field in LIMIT_OPTIONS})
+    except ValueError as err:
+        raise UserError(str(err)) from None
     return serve(config.reward, host=args.host, port=args.port, token=args.token, limits=limits)
 
 
@@ -757,9 +824,11 @@ def build_parser() -> argparse.ArgumentParser:
         "serve-rewards",
         help="serve the composite reward over HTTP (batched; loopback unless given a token)",
         description="Build the reward of a recipe's `reward:` section once and serve POST /v1/score, "
-        "POST /v1/analyze, GET /healthz and GET /metrics (editgrpo.rewards.server). Binds 127.0.0.1 unless "
-        "--host says otherwise; a non-loopback host needs a bearer token (--token, or better the "
-        "environment variable named by reward.server_token_env, default EDITGRPO_REWARD_TOKEN).",
+        "POST /v1/analyze, GET /healthz, GET /metrics (Prometheus text) and GET /metrics.json "
+        "(editgrpo.rewards.server). Binds 127.0.0.1 unless --host says otherwise; a non-loopback host "
+        "needs a bearer token of at least 16 characters (--token, or better the environment variable "
+        "named by reward.server_token_env, default EDITGRPO_REWARD_TOKEN). Requests over a limit get "
+        "413/422 naming the option that raises it.",
     )
     rewards.add_argument(
         "--config",
@@ -776,9 +845,43 @@ def build_parser() -> argparse.ArgumentParser:
     rewards.add_argument(
         "--token", default=None, help="bearer token (visible in `ps`: prefer the env variable)"
     )
-    rewards.add_argument(
-        "--max-batch-pairs", type=int, default=512, help="most pairs merged into one model call"
-    )
+    from editgrpo.rewards.limits import LIMIT_OPTIONS, ServerLimits
+
+    defaults = ServerLimits()
+    limit_help = {
+        "max_body_bytes": ("bytes", "largest request body (413 beyond)"),
+        "max_items": ("N", "most pairs (or texts) in one request (422 beyond)"),
+        "max_text_chars": ("N", "most characters in one text (422 beyond)"),
+        "max_request_chars": (
+            "N",
+            "work bound: most characters of all a request's texts together (413 beyond)",
+        ),
+        "max_batch_pairs": ("N", "most pairs merged into one model call"),
+        "max_batch_chars": (
+            "N",
+            "most characters in one model call; larger requests are scored in slices "
+            "that take turns with other clients' requests",
+        ),
+        "max_queue_pairs": ("N", "most pairs waiting; beyond, requests get 503 and the client retries"),
+        "header_timeout_s": ("S", "seconds a connection may take to send a request's headers (408, closed)"),
+        "body_timeout_s": (
+            "S",
+            "seconds a connection may take to send a request's body after its headers (408, closed)",
+        ),
+    }
+    for field, option in LIMIT_OPTIONS.items():
+        metavar, text = limit_help[field]
+        default = getattr(defaults, field)
+        rewards.add_argument(
+            option,
+            dest=field,
+            type=float if field.endswith("_s") else int,
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default {default:g})"
+            if isinstance(default, float)
+            else f"{text} (default {default:,})",
+        )
     rewards.set_defaults(func=_serve_rewards)
     return parser
 

@@ -9,7 +9,8 @@
 Failures: connection errors, timeouts and 5xx answers are retried with exponential backoff
 (``backoff_s``, 2x, 4x, ...), since a reward server restarting or briefly overloaded is the common
 case and scoring is pure, so a repeated request is harmless. A 4xx is the request's own fault and
-is not retried. When the attempts run out the client raises ``RewardServerError`` naming the URL,
+is not retried (a 413 or 422 names the server limit it broke and the ``serve-rewards`` option that
+raises it; a 401/403 is a missing or wrong token). When the attempts run out the client raises ``RewardServerError`` naming the URL,
 the attempts and the last error: it never makes up a reward (ARCHITECTURE.md rule 5), because a
 made-up 0 would silently become a strong negative advantage.
 
@@ -80,8 +81,9 @@ class RewardClient:
     ``url``: the server's base URL (``http://127.0.0.1:8765``). ``token``: its bearer token, if it
     has one. ``timeout_s``: per request (connect, read, write each). ``retries``: extra attempts
     after the first. ``backoff_s``: the wait before the first retry, doubling after each, at most
-    ``max_backoff_s``. ``max_pairs_per_request``: a larger call is sent as several requests (the
-    server's default limit is 1,024 pairs)."""
+    ``max_backoff_s``. ``max_pairs_per_request`` / ``max_chars_per_request``: a
+    larger call is sent as several requests (the server's default limits: 1,024 pairs and
+    1,000,000 characters of text per request)."""
 
     def __init__(
         self,
@@ -93,22 +95,31 @@ class RewardClient:
         *,
         max_backoff_s: float = 30.0,
         max_pairs_per_request: int = 1024,
+        max_chars_per_request: int = 1_000_000,
         name: str = "editgrpo_reward_server",
     ) -> None:
         import httpx
 
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"reward server URL must start with http:// or https://, got {url!r}")
-        if retries < 0 or timeout_s <= 0 or backoff_s < 0 or max_pairs_per_request < 1:
+        if (
+            retries < 0
+            or timeout_s <= 0
+            or backoff_s < 0
+            or max_pairs_per_request < 1
+            or max_chars_per_request < 1
+        ):
             raise ValueError(
-                "need retries >= 0, timeout_s > 0, backoff_s >= 0, max_pairs_per_request >= 1; got "
-                f"{retries}, {timeout_s}, {backoff_s}, {max_pairs_per_request}"
+                "need retries >= 0, timeout_s > 0, backoff_s >= 0, max_pairs_per_request >= 1, "
+                f"max_chars_per_request >= 1; got {retries}, {timeout_s}, {backoff_s}, {max_pairs_per_request}, "
+                f"{max_chars_per_request}"
             )
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_pairs_per_request = max_pairs_per_request
+        self.max_chars_per_request = max_chars_per_request
         self.stats = RewardStats()
         self.retries_used = 0  # retries this client has made, for the training log
         self.__name__ = name  # TRL logs reward functions by __name__
@@ -189,14 +200,31 @@ class RewardClient:
         hyps, refs = list(hyps), list(refs)
         if len(hyps) != len(refs):
             raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+        hyps, refs = [_str_or_none(h) for h in hyps], [_str_or_none(r) for r in refs]
+        sizes = [len(h or "") + len(r or "") for h, r in zip(hyps, refs, strict=True)]
         results: list[RewardResult] = []
-        for start in range(0, len(hyps), self.max_pairs_per_request):
-            chunk = range(start, min(start + self.max_pairs_per_request, len(hyps)))
-            pairs = [{"hyp": _str_or_none(hyps[i]), "ref": _str_or_none(refs[i])} for i in chunk]
+        for chunk in self._chunks(sizes):
+            pairs = [{"hyp": hyps[i], "ref": refs[i]} for i in chunk]
             answer = self._request("POST", "/v1/score", {"pairs": pairs})
             results += self._results(answer, len(pairs))
         self._count(results)
         return results
+
+    def _chunks(self, sizes: list[int]) -> list[range]:
+        """Consecutive index ranges within ``max_pairs_per_request`` items and
+        ``max_chars_per_request`` characters (an item larger than that alone: the server then
+        answers 413 naming its limit)."""
+        out, start, used = [], 0, 0
+        for i, size in enumerate(sizes):
+            if i > start and (
+                i - start >= self.max_pairs_per_request or used + size > self.max_chars_per_request
+            ):
+                out.append(range(start, i))
+                start, used = i, 0
+            used += size
+        if sizes:
+            out.append(range(start, len(sizes)))
+        return out
 
     def _results(self, answer: Any, expected: int) -> list[RewardResult]:
         items = answer.get("results") if isinstance(answer, dict) else None
@@ -247,8 +275,8 @@ class RewardClient:
         if not texts:
             return []
         out: list[TextAnalysis] = []
-        for start in range(0, len(texts), self.max_pairs_per_request):
-            chunk = texts[start : start + self.max_pairs_per_request]
+        for indices in self._chunks([len(t) if isinstance(t, str) else 0 for t in texts]):
+            chunk = texts[indices.start : indices.stop]
             answer = self._request("POST", "/v1/analyze", {"texts": chunk, "vectors": bool(vectors)})
             analyses = answer.get("analyses") if isinstance(answer, dict) else None
             if not isinstance(analyses, list) or len(analyses) != len(chunk):
@@ -265,8 +293,27 @@ class RewardClient:
         return self._request("GET", "/healthz")
 
     def metrics(self) -> dict[str, Any]:
-        """``/metrics``: request counts, latencies, batch sizes, the reward's counters."""
-        return self._request("GET", "/metrics")
+        """``/metrics.json``: request counts, latencies, batch sizes, the reward's counters (the
+        same figures as ``/metrics``, which is Prometheus text)."""
+        return self._request("GET", "/metrics.json")
+
+    def check(self) -> dict[str, Any]:
+        """That the server answers and accepts this client's token (a trainer calls it before
+        loading its model, so a wrong URL or token fails in seconds, not after the first
+        rollouts): ``/healthz``, then ``/metrics.json``, which needs the token when the server
+        has one. Returns the health answer; RewardServerError otherwise."""
+        health = self.health()
+        if not isinstance(health, dict) or health.get("status") != "ok":
+            raise self._malformed("/healthz did not say status ok")
+        if health.get("auth") == "bearer" and "Authorization" not in self._client.headers:
+            raise RewardServerError(
+                f"reward server {self.url} needs a bearer token and this client has none",
+                url=self.url,
+                attempts=1,
+                status=401,
+            )
+        self.metrics()
+        return health
 
 
 def _str_or_none(text: Any) -> Any:

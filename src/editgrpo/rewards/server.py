@@ -3,7 +3,10 @@
 Why a server: the reward's annotators (CheXbert, RaTE-NER, BioLORD, RadGraph) are models that
 should be loaded once, on their own device, and fed large batches, while every trainer rank sends
 one small request per step. The server builds the reward once at start-up and gathers concurrent
-requests into one model call (micro-batching), then splits the results back.
+requests into one model call (micro-batching), then splits the results back. A request larger than
+one model call (``max_batch_pairs`` pairs, ``max_batch_chars`` characters) is scored in slices
+that take turns with the other clients' requests, so a 1-pair request is never stuck behind a
+100-pair request of long reports (``RewardService._take_batch``).
 
 Endpoints (JSON in and out; errors are ``{"error": "<message>"}`` with a 4xx/5xx status):
 
@@ -12,8 +15,8 @@ Endpoints (JSON in and out; errors are ``{"error": "<message>"}`` with a 4xx/5xx
   {observation: "tp" | "fp" | "fn" | "tn"} (only when a labeler ran)}, ...], "batch_pairs": int}``,
   results in the order of the pairs. ``null`` text = no text: scored
   ``None``, as ``CompositeReward.score`` scores a non-string (ARCHITECTURE.md rule 5: a reward is
-  a number or ``None``, never a silent 0). ``batch_pairs`` is the size of the model call the
-  request was merged into.
+  a number or ``None``, never a silent 0). ``batch_pairs`` is the size of the (largest) model
+  call the request was merged into.
 - ``POST /v1/analyze``: ``{"texts": [str, ...], "vectors": bool (default false)}`` ->
   ``{"analyses": [{"sentences": [{"text", "start", "end"}], "entities": [{"text", "start",
   "end", "type", "sentence", "vector"?}] | null}], "dim": int | null, "vector_encoding":
@@ -24,17 +27,26 @@ Endpoints (JSON in and out; errors are ``{"error": "<message>"}`` with a 4xx/5xx
   embedder has 2,107 dimensions); ``entities`` is ``null`` where the annotator failed on a text.
 - ``GET /healthz``: ``{"status": "ok", "components": {name: weight}, "backends": {...}}`` (no
   token needed, so a load balancer or ``RewardClient.health`` can probe it).
-- ``GET /metrics``: request counts by route and status, latency p50/p90/p99 per route (last
-  10,000 requests), model-call sizes (histogram and summary), queue depth, and the reward's
-  counters (samples scored, unscorable, partial, failures per component).
+- ``GET /metrics``: Prometheus text exposition (``text/plain; version=0.0.4``; HELP and TYPE
+  lines, names ``editgrpo_reward_*``): request counts by route and status, request duration
+  (summary: p50/p90/p99 over the last 10,000 requests per route, sum and count since start),
+  model-call sizes (histogram), requests merged and sliced, queue depth, connections closed by a
+  deadline, and the reward's counters (samples scored, unscorable, partial, failures per
+  component).
+- ``GET /metrics.json``: the same figures as one JSON object (``RewardClient.metrics``).
 
-Limits (``ServerLimits``): body 4 MiB (413), 1,024 pairs or texts per request and 20,000
-characters per text (422), malformed JSON (400), wrong types or missing / unknown keys or an empty
-batch (422). The server keeps serving after each.
+Limits (``ServerLimits``, each a ``serve-rewards`` option named in the message that enforces it):
+body 4 MiB (413, ``--max-body-bytes``); 1,024 pairs or texts per request (422, ``--max-pairs``);
+20,000 characters per text (422, ``--max-text-chars``); the work bound, 1,000,000 characters of
+text per request (413, ``--max-request-chars``); malformed JSON (400); wrong types or missing /
+unknown keys or an empty batch (422). Per connection: 10 s to send a request's headers
+(``--header-timeout``) and 30 s for its body after them (``--body-timeout``), else 408 and the
+connection is closed. The server keeps serving after each.
 
 Security: ``serve`` binds 127.0.0.1 unless told otherwise, and refuses a non-loopback host without
-a bearer token; with a token, every route but ``/healthz`` needs ``Authorization: Bearer <token>``
-(401 when missing, 403 when wrong).
+a bearer token of at least 16 characters (printable ASCII, no spaces, for any bind); with a token,
+every route but ``/healthz`` needs ``Authorization: Bearer <token>`` (401 when missing, 403 when
+wrong).
 
 Threads: the event loop parses, validates and answers; the reward runs in one worker thread (one,
 because the annotators' caches and counters are not thread-safe), so ``/healthz`` answers while a
@@ -42,7 +54,11 @@ batch is being scored. Scoring is pure, so a client may retry a request whose an
 
 Speed (2-core development machine, offline backends, ``benchmarks/reward_throughput.py``): about
 3,400 pairs/s through the server with 8 concurrent clients sending 32-pair requests, against
-4,000 pairs/s in-process; a lone 32-pair request takes about 10 ms.
+4,000 pairs/s in-process; a lone 32-pair request takes about 10 ms. While 100-pair requests of
+2,000-character reports are being scored, a 1-pair request is answered in 190-240 ms at p99
+(``small_p99_while_large_ms``; 3.7-4.9 s when a request was scored whole), measured with the
+machine shared (in-process 1,100 pairs/s), where the server's throughput was the same before and
+after the slicing.
 """
 
 from __future__ import annotations
@@ -69,48 +85,24 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from editgrpo.errors import UserError
 from editgrpo.rewards.composite import CompositeReward, RewardResult
+from editgrpo.rewards.limits import MIN_TOKEN_CHARS, ServerLimits
 from editgrpo.text.sentences import split_sentences
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
-ROUTES = ("POST /v1/score", "POST /v1/analyze", "GET /healthz", "GET /metrics")
+ROUTES = ("POST /v1/score", "POST /v1/analyze", "GET /healthz", "GET /metrics", "GET /metrics.json")
 # /healthz stays open with a token set: it tells only that the server is up and what it scores.
 OPEN_PATHS = frozenset({"/healthz"})
 VECTOR_ENCODING = "base64-float32-le"
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """What one request may ask and how requests are merged.
-
-    ``max_batch_pairs``: the most pairs (or texts) merged into one model call; a single request
-    larger than that is still scored whole. 512 because the offline backends lose speed on larger
-    calls (4,050 pairs/s at 32-128 pairs per call, 3,780 at 512, 3,160 at 2,048 on one core) while
-    GPU models gain little past a few hundred. ``batch_wait_s``: how long the worker waits for more
-    requests after the first before calling the model (0: take what is queued; under load requests
-    queue while the previous batch is scored, which is what merges them). ``max_queue_pairs``:
-    beyond it new requests get 503 (the client backs off and retries) rather than waiting
-    longer than their timeout."""
-
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_items: int = 1024
-    max_text_chars: int = 20_000
-    max_batch_pairs: int = 512
-    batch_wait_s: float = 0.0
-    max_queue_pairs: int = 65_536
-
-    def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_items", "max_text_chars", "max_batch_pairs", "max_queue_pairs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ServerLimits.{name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_wait_s < 0:
-            raise ValueError(f"ServerLimits.batch_wait_s must be >= 0, got {self.batch_wait_s}")
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Set in a request's ASGI scope by the connection when its body timed out (see _read_json).
+TIMEOUT_SCOPE_KEY = "editgrpo.timeout"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,15 +186,50 @@ def _encode_vector(vector: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
+    """One request waiting for its results. A job is handed to model calls in slices
+    ``[cursor, cursor + k)``; its future is resolved once every item has its result."""
+
     kind: str  # "score" | "analyze" | "analyze+vectors": only jobs of one kind are merged
     columns: tuple[list[Any], ...]  # score: (hyps, refs); analyze: (texts,)
     future: asyncio.Future
     size: int = 0
+    chars: list[int] = field(default_factory=list)  # characters of each item (its work)
+    cursor: int = 0  # items handed to a model call so far
+    finished: int = 0  # items whose results are in
+    results: list[Any] = field(default_factory=list)
+    batch_pairs: int = 0  # the largest model call any slice of it was part of
 
     def __post_init__(self) -> None:
         self.size = len(self.columns[0])
+        self.chars = [
+            sum(len(column[i]) for column in self.columns if isinstance(column[i], str))
+            for i in range(self.size)
+        ]
+        self.results = [None] * self.size
+
+    def remaining(self) -> tuple[int, int]:
+        """(items, characters) not yet handed to a model call."""
+        return self.size - self.cursor, sum(self.chars[self.cursor :])
+
+    def slice_end(self, pairs: int, chars: int, *, at_least_one: bool) -> int:
+        """The end of the longest slice from ``cursor`` within ``pairs`` items and ``chars``
+        characters (one item even past the bound when ``at_least_one``)."""
+        end, used = self.cursor, 0
+        while end < self.size and end - self.cursor < pairs and used + self.chars[end] <= chars:
+            used += self.chars[end]
+            end += 1
+        if end == self.cursor and at_least_one and end < self.size:
+            end += 1
+        return end
+
+
+@dataclass
+class _Slice:
+    job: _Job
+    start: int
+    end: int
 
 
 class ServiceUnavailable(Exception):
@@ -213,18 +240,24 @@ class ServiceUnavailable(Exception):
 class _Metrics:
     started: float = field(default_factory=time.monotonic)
     requests: dict[str, Counter] = field(default_factory=dict)
-    latencies: dict[str, deque] = field(default_factory=dict)
+    latencies: dict[str, deque] = field(default_factory=dict)  # the last 10,000, for quantiles
+    latency_count: Counter = field(default_factory=Counter)  # route -> requests, since start
+    latency_sum: dict[str, float] = field(default_factory=dict)  # route -> seconds, since start
     batch_sizes: Counter = field(default_factory=Counter)  # upper bucket bound -> model calls
     calls: int = 0
     batched_pairs: int = 0
     max_pairs: int = 0
-    merged_requests: int = 0
+    merged_requests: int = 0  # (request, model call) pairs: a request in slices counts once per call
+    sliced_requests: int = 0  # requests scored in more than one model call
+    timeouts: Counter = field(default_factory=Counter)  # "header" | "body" -> connections closed
 
     BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
     def record_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.setdefault(route, Counter())[str(status)] += 1
         self.latencies.setdefault(route, deque(maxlen=10_000)).append(seconds)
+        self.latency_count[route] += 1
+        self.latency_sum[route] = self.latency_sum.get(route, 0.0) + seconds
 
     def record_batch(self, pairs: int, requests: int) -> None:
         self.calls += 1
@@ -293,92 +326,164 @@ class RewardService:
     # submitting --------------------------------------------------------------------------------
 
     async def submit(self, kind: str, *columns: list[Any]) -> tuple[list[Any], int]:
-        """Queue a job and wait for its share of a batch: (its results, pairs in that batch)."""
+        """Queue a job and wait for all its results: (its results, pairs in the largest model
+        call it was part of)."""
         if self._stopping or self._worker is None or self._worker.done():
             raise ServiceUnavailable("the reward server is not running")
         job = _Job(kind, columns, asyncio.get_running_loop().create_future())
         if self._pending_pairs + job.size > self.limits.max_queue_pairs:
             raise ServiceUnavailable(
                 f"the reward server is busy ({self._pending_pairs} pairs queued, limit "
-                f"{self.limits.max_queue_pairs}); retry later"
+                f"{self.limits.max_queue_pairs}, serve-rewards --max-queue-pairs); retry later"
             )
         self._pending.append(job)
         self._pending_pairs += job.size
         self._wakeup.set()
         return await job.future
 
-    async def _take_batch(self) -> list[_Job]:
-        """Everything queued of the first job's kind, up to ``max_batch_pairs`` (the first job
-        whole), in arrival order; jobs of another kind keep their place for the next batch."""
-        while not self._pending:
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        if self.limits.batch_wait_s > 0 and self._pending_pairs < self.limits.max_batch_pairs:
-            await asyncio.sleep(self.limits.batch_wait_s)
-        first = self._pending.popleft()
-        batch, total, kept = [first], first.size, deque()
-        while self._pending:
-            job = self._pending.popleft()
-            if job.kind == first.kind and total + job.size <= self.limits.max_batch_pairs:
-                batch.append(job)
-                total += job.size
+    def _drop_finished(self) -> None:
+        """Forget jobs already answered (a slice failed, or the server gave up on them)."""
+        if any(job.future.done() for job in self._pending):
+            for job in self._pending:
+                if job.future.done():
+                    self._pending_pairs -= job.size - job.cursor
+            self._pending = deque(job for job in self._pending if not job.future.done())
+
+    async def _take_batch(self) -> list[_Slice]:
+        """The next model call: slices of queued jobs of the oldest job's kind, within
+        ``max_batch_pairs`` pairs and ``max_batch_chars`` characters.
+
+        Fairness with merging, in three passes over the queue (oldest first):
+
+        1. the oldest job, when it does not fit whole, gets a slice of half the budget and goes
+           to the back of the queue: a large job always makes progress and then takes its turn
+           behind the others;
+        2. every job that fits whole in what is left is taken whole, in arrival order: small
+           requests are merged (the throughput) and none waits behind a large one;
+        3. if pass 2 took no new request whole, what is still left goes to the first job not yet
+           finished in this call (a slice; to the back of the queue if it is still not finished).
+           A call that answers whole requests is not filled up with slices of large ones: its
+           duration is those requests' latency.
+
+        So a request that fits in one call waits for at most the call in progress plus a call of
+        at most half the budget of others' work, whatever the size of their requests (issue 18:
+        a 1-pair request behind a 100-pair request of long reports waited 10.5 s). Jobs of
+        another kind keep their place."""
+        while True:
+            while not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self.limits.batch_wait_s > 0 and self._pending_pairs < self.limits.max_batch_pairs:
+                await asyncio.sleep(self.limits.batch_wait_s)
+            self._drop_finished()
+            if self._pending:
+                break
+        kind = self._pending[0].kind
+        jobs = [job for job in self._pending if job.kind == kind]
+        pairs_left, chars_left = self.limits.max_batch_pairs, self.limits.max_batch_chars
+        slices: dict[int, _Slice] = {}  # id(job) -> its slice in this call
+
+        def take(job: _Job, end: int) -> None:
+            nonlocal pairs_left, chars_left
+            if end <= job.cursor:
+                return
+            pairs_left -= end - job.cursor
+            chars_left -= sum(job.chars[job.cursor : end])
+            if id(job) in slices:
+                slices[id(job)].end = end
             else:
-                kept.append(job)
-                if total >= self.limits.max_batch_pairs:
+                slices[id(job)] = _Slice(job, job.cursor, end)
+            job.cursor = end
+
+        def fits(job: _Job) -> bool:
+            items, chars = job.remaining()
+            return items <= pairs_left and chars <= chars_left
+
+        head = jobs[0]
+        if not fits(head):
+            take(head, head.slice_end(pairs_left // 2 or 1, chars_left // 2, at_least_one=True))
+        answered_whole = False  # a request that had waited with nothing scored is in this call
+        for job in jobs:
+            if job.cursor < job.size and fits(job):
+                answered_whole = answered_whole or job.cursor == 0
+                take(job, job.size)
+        if not answered_whole and pairs_left > 0 and chars_left > 0:
+            for job in jobs:
+                if job.cursor < job.size:
+                    take(job, job.slice_end(pairs_left, chars_left, at_least_one=not slices))
                     break
-        kept.extend(self._pending)
-        self._pending = kept
-        self._pending_pairs -= total
-        return batch
+        taken = list(slices.values())
+        sliced = [s.job for s in taken if s.job.cursor < s.job.size]  # not finished: to the back
+        moved = {id(job) for job in sliced}
+        self._pending = deque(
+            [job for job in self._pending if job.cursor < job.size and id(job) not in moved] + sliced
+        )
+        self._pending_pairs -= sum(s.end - s.start for s in taken)
+        return taken
 
     async def _run(self) -> None:
         while True:
             batch = await self._take_batch()
-            live = [job for job in batch if not job.future.done()]  # a client may have gone away
+            live = [s for s in batch if not s.job.future.done()]  # a slice of this job may have failed
             if live:
                 await self._process(live)
 
-    async def _process(self, live: list[_Job]) -> None:
-        """One model call for the merged jobs, its results split back in order. If the merged
-        call raises, each job is run alone, so a request whose text breaks the model costs only
+    def _deliver(self, piece: _Slice, results: list[Any], call_pairs: int) -> None:
+        job = piece.job
+        if job.future.done():
+            return
+        job.results[piece.start : piece.end] = results
+        job.finished += piece.end - piece.start
+        job.batch_pairs = max(job.batch_pairs, call_pairs)
+        if job.finished == job.size:
+            if job.batch_pairs < job.size:
+                self.metrics.sliced_requests += 1
+            job.future.set_result((job.results, job.batch_pairs))
+
+    async def _process(self, live: list[_Slice]) -> None:
+        """One model call for the merged slices, its results split back in order. If the merged
+        call raises, each slice is run alone, so a request whose text breaks the model costs only
         its own answer (a 500), not its neighbours'."""
         loop = asyncio.get_running_loop()
-        kind = live[0].kind
+        kind = live[0].job.kind
         columns = [
-            list(itertools.chain.from_iterable(job.columns[c] for job in live))
-            for c in range(len(live[0].columns))
+            list(itertools.chain.from_iterable(s.job.columns[c][s.start : s.end] for s in live))
+            for c in range(len(live[0].job.columns))
         ]
         try:
             results = await loop.run_in_executor(self._executor, self._call, kind, columns)
         except asyncio.CancelledError:
-            for job in live:
-                if not job.future.done():
-                    job.future.set_exception(ServiceUnavailable("the reward server is shutting down"))
+            for piece in live:
+                if not piece.job.future.done():
+                    piece.job.future.set_exception(ServiceUnavailable("the reward server is shutting down"))
             raise
         except Exception:
-            for job in live:
+            for piece in live:
+                if piece.job.future.done():
+                    continue
+                alone_columns = [column[piece.start : piece.end] for column in piece.job.columns]
                 try:
-                    alone = await loop.run_in_executor(self._executor, self._call, kind, list(job.columns))
+                    alone = await loop.run_in_executor(self._executor, self._call, kind, alone_columns)
                 except asyncio.CancelledError:
-                    if not job.future.done():
-                        job.future.set_exception(ServiceUnavailable("the reward server is shutting down"))
+                    if not piece.job.future.done():
+                        piece.job.future.set_exception(
+                            ServiceUnavailable("the reward server is shutting down")
+                        )
                     raise
                 except Exception as err:
-                    if not job.future.done():
-                        job.future.set_exception(err)
+                    if not piece.job.future.done():
+                        piece.job.future.set_exception(err)
                 else:
-                    self.metrics.record_batch(job.size, 1)
-                    if not job.future.done():
-                        job.future.set_result((alone, job.size))
+                    self.metrics.record_batch(piece.end - piece.start, 1)
+                    self._deliver(piece, alone, piece.end - piece.start)
             return
         size = len(columns[0])
         self.metrics.record_batch(size, len(live))
         cursor = 0
-        for job in live:
-            share = results[cursor : cursor + job.size]
-            cursor += job.size
-            if not job.future.done():
-                job.future.set_result((share, size))
+        for piece in live:
+            share = results[cursor : cursor + piece.end - piece.start]
+            cursor += piece.end - piece.start
+            self._deliver(piece, share, size)
 
     def _call(self, kind: str, columns: list[list[Any]]) -> list[Any]:
         """Runs on the worker thread: one model call for a merged batch."""
@@ -429,6 +534,7 @@ class RewardService:
                 "requests": m.merged_requests,
                 "mean_pairs": round(m.batched_pairs / m.calls, 3) if m.calls else 0.0,
                 "max_pairs": m.max_pairs,
+                "sliced_requests": m.sliced_requests,
                 "histogram": {
                     ("le_" + bucket): m.batch_sizes[bucket]
                     for bucket in [*map(str, _Metrics.BUCKETS), "+Inf"]
@@ -436,6 +542,7 @@ class RewardService:
                 },
             },
             "queue": {"jobs": len(self._pending), "pairs": self._pending_pairs},
+            "connection_timeouts": {phase: m.timeouts[phase] for phase in ("header", "body")},
             "reward": {
                 "samples": stats.samples,
                 "unscorable": stats.unscorable,
@@ -443,6 +550,95 @@ class RewardService:
                 "failures": dict(stats.failures),
             },
         }
+
+    def metrics_prometheus(self) -> str:
+        """``/metrics``: the figures of ``metrics_report`` in the Prometheus text exposition
+        format (version 0.0.4: a HELP and a TYPE line per metric family, then its samples), so a
+        Prometheus server or any scraper reads them as they are. Counters count since start-up;
+        the latency quantiles are over the last 10,000 requests of each route."""
+        m = self.metrics
+        out = _Exposition("editgrpo_reward_")
+        out.family("uptime_seconds", "gauge", "Seconds since the reward server started.")
+        out.sample("uptime_seconds", {}, time.monotonic() - m.started)
+        out.family("requests_total", "counter", "HTTP requests answered, by route and status code.")
+        for route, counts in sorted(m.requests.items()):
+            for status, count in sorted(counts.items()):
+                out.sample("requests_total", {"route": route, "status": status}, count)
+        out.family(
+            "request_duration_seconds",
+            "summary",
+            "Time from a request's headers to its answer; quantiles over the last 10,000 per route.",
+        )
+        for route, values in sorted(m.latencies.items()):
+            ordered = sorted(values)
+            for q in (0.5, 0.9, 0.99):
+                out.sample(
+                    "request_duration_seconds", {"route": route, "quantile": str(q)}, _percentile(ordered, q)
+                )
+            out.sample("request_duration_seconds_sum", {"route": route}, m.latency_sum.get(route, 0.0))
+            out.sample("request_duration_seconds_count", {"route": route}, m.latency_count[route])
+        out.family("model_call_pairs", "histogram", "Pairs (or texts) per model call.")
+        cumulative = 0
+        for bucket in [*map(str, _Metrics.BUCKETS), "+Inf"]:
+            cumulative += m.batch_sizes[bucket]
+            out.sample("model_call_pairs_bucket", {"le": bucket}, cumulative)
+        out.sample("model_call_pairs_sum", {}, m.batched_pairs)
+        out.sample("model_call_pairs_count", {}, m.calls)
+        out.family(
+            "model_call_requests_total",
+            "counter",
+            "Requests merged into model calls, counted once per call they took part in.",
+        )
+        out.sample("model_call_requests_total", {}, m.merged_requests)
+        out.family("sliced_requests_total", "counter", "Requests scored in more than one model call.")
+        out.sample("sliced_requests_total", {}, m.sliced_requests)
+        out.family("queue_jobs", "gauge", "Requests waiting for (part of) a model call.")
+        out.sample("queue_jobs", {}, len(self._pending))
+        out.family("queue_pairs", "gauge", "Pairs (or texts) waiting for a model call.")
+        out.sample("queue_pairs", {}, self._pending_pairs)
+        out.family(
+            "connection_timeouts_total",
+            "counter",
+            "Connections closed because a request's headers or body did not arrive in time.",
+        )
+        for phase in ("header", "body"):
+            out.sample("connection_timeouts_total", {"phase": phase}, m.timeouts[phase])
+        stats = self.reward.stats
+        out.family("samples_total", "counter", "Pairs scored by the reward.")
+        out.sample("samples_total", {}, stats.samples)
+        out.family("unscorable_total", "counter", "Pairs whose total reward could not be computed (None).")
+        out.sample("unscorable_total", {}, stats.unscorable)
+        out.family("partial_total", "counter", "Pairs scored with at least one component None.")
+        out.sample("partial_total", {}, stats.partial)
+        out.family("component_failures_total", "counter", "Pairs a reward component could not score.")
+        for name, count in sorted(stats.failures.items()):
+            out.sample("component_failures_total", {"component": name}, count)
+        return out.text()
+
+
+class _Exposition:
+    """Builds Prometheus text exposition (https://prometheus.io/docs/instrumenting/exposition_formats/)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {self.prefix}{name} {help_text}")
+        self.lines.append(f"# TYPE {self.prefix}{name} {kind}")
+
+    def sample(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        def escape(text: str) -> str:
+            return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+        tags = ",".join(f'{key}="{escape(str(v))}"' for key, v in labels.items())
+        number = repr(float(value)) if isinstance(value, float) else str(int(value))
+        self.lines.append(
+            f"{self.prefix}{name}{{{tags}}} {number}" if tags else f"{self.prefix}{name} {number}"
+        )
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,20 +707,29 @@ class _Gate:
 async def _read_json(request: Request, limit: int) -> Any:
     """The body as JSON, at most ``limit`` bytes (413 beyond). An over-long body is still read to
     its end (up to 16x the limit) before the 413 goes out: a client still sending when the server
-    answers and closes would see a broken pipe instead of the message."""
+    answers and closes would see a broken pipe instead of the message. A body that does not
+    arrive within the body timeout is answered 408 by the connection (``_deadline_protocol``)."""
     declared = request.headers.get("content-length")
     if declared is not None and not declared.strip().isdigit():
         raise HTTPException(400, f"Content-Length {declared!r} is not a number")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-        elif size > 16 * limit:
-            break
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > 16 * limit:
+                break
+    except ClientDisconnect:
+        # Nobody reads this answer (the connection is gone); it names the cause for /metrics.
+        if request.scope.get(TIMEOUT_SCOPE_KEY) == "body":
+            raise HTTPException(408, "the request body did not arrive in time") from None
+        raise HTTPException(400, "the client closed the connection before sending the whole body") from None
     if size > limit:
         raise HTTPException(
-            413, f"request body is over {limit} bytes ({size:,}+ received); send fewer pairs per request"
+            413,
+            f"request body is over {limit} bytes ({size:,}+ received); send fewer pairs per request, or "
+            "raise the server's limit (serve-rewards --max-body-bytes)",
         )
     body = b"".join(chunks)
     try:
@@ -573,7 +778,9 @@ def _batch(payload: dict, key: str, limits: ServerLimits) -> list[Any]:
         raise HTTPException(422, f"{key!r} is empty: send at least one item")
     if len(items) > limits.max_items:
         raise HTTPException(
-            422, f"{key!r} has {len(items)} items; the limit is {limits.max_items} per request: split it"
+            422,
+            f"{key!r} has {len(items)} items; the limit is {limits.max_items} per request (serve-rewards "
+            "--max-pairs): split it",
         )
     return items
 
@@ -586,9 +793,24 @@ def _text(value: Any, where: str, limits: ServerLimits, *, nullable: bool) -> st
         raise HTTPException(422, f"{where} must be {allowed}, not {_kind(value)}")
     if len(value) > limits.max_text_chars:
         raise HTTPException(
-            422, f"{where} has {len(value):,} characters; the limit is {limits.max_text_chars:,}"
+            422,
+            f"{where} has {len(value):,} characters; the limit is {limits.max_text_chars:,} per text "
+            "(serve-rewards --max-text-chars)",
         )
     return value
+
+
+def _check_work(texts: Sequence[str | None], limits: ServerLimits) -> None:
+    """The work bound: all the request's characters together (413 beyond ``max_request_chars``),
+    since scoring time grows with the text, not just with the number of pairs."""
+    total = sum(len(t) for t in texts if t is not None)
+    if total > limits.max_request_chars:
+        raise HTTPException(
+            413,
+            f"the request holds {total:,} characters of text; the limit is {limits.max_request_chars:,} per "
+            "request (serve-rewards --max-request-chars): send fewer or shorter texts per request "
+            "(RewardClient splits its calls at max_chars_per_request)",
+        )
 
 
 def parse_score_request(payload: Any, limits: ServerLimits) -> tuple[list[str | None], list[str | None]]:
@@ -608,6 +830,7 @@ def parse_score_request(payload: Any, limits: ServerLimits) -> tuple[list[str | 
             raise HTTPException(422, f"pairs[{i}] has unknown key {extra[0]!r}; a pair has 'hyp' and 'ref'")
         hyps.append(_text(pair["hyp"], f"pairs[{i}].hyp", limits, nullable=True))
         refs.append(_text(pair["ref"], f"pairs[{i}].ref", limits, nullable=True))
+    _check_work([*hyps, *refs], limits)
     return hyps, refs
 
 
@@ -620,6 +843,7 @@ def parse_analyze_request(payload: Any, limits: ServerLimits) -> tuple[list[str]
     vectors = body.get("vectors", False)
     if not isinstance(vectors, bool):
         raise HTTPException(422, f"'vectors' must be true or false, not {_kind(vectors)}")
+    _check_work(texts, limits)
     return texts, vectors
 
 
@@ -678,6 +902,9 @@ def create_app(service: RewardService, *, on_started: Callable[[], None] | None 
         return _json_response(service.health())
 
     async def metrics(request: Request) -> Response:
+        return Response(service.metrics_prometheus(), media_type=PROMETHEUS_TYPE)
+
+    async def metrics_json(request: Request) -> Response:
         return _json_response(service.metrics_report())
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -700,6 +927,7 @@ def create_app(service: RewardService, *, on_started: Callable[[], None] | None 
             Route("/v1/analyze", analyze, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/metrics.json", metrics_json, methods=["GET"]),
         ],
         middleware=[Middleware(_Gate, service=service)],
         exception_handlers={HTTPException: http_error},
@@ -723,15 +951,164 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+TOKEN_ADVICE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
 def check_exposure(host: str, token: str | None, token_env: str) -> None:
-    """Refuse (UserError, exit 2) to serve a non-loopback address without a bearer token: the
-    server runs models on whatever text it is sent, and anyone who reaches it could use them."""
-    if not is_loopback(host) and not token:
+    """Refuse (UserError, exit 2) to serve a non-loopback address without a bearer token of at
+    least ``MIN_TOKEN_CHARS`` characters: the server runs models on whatever text it is sent, and
+    anyone who reaches it could use them; a short token is guessed. Any token must be printable
+    ASCII without spaces, or no client could send it in an HTTP header. The token is never
+    printed."""
+    where = f"the environment variable {token_env} (reward.server_token_env) or --token"
+    if token and not all(33 <= ord(c) <= 126 for c in token):
+        raise UserError(
+            f"the bearer token from {where} holds a space, a control or a non-ASCII character, which "
+            f"cannot travel in an HTTP header; use letters, digits and punctuation, e.g. {TOKEN_ADVICE}"
+        )
+    if is_loopback(host):
+        return
+    if not token:
         raise UserError(
             f"refusing to bind {host!r} without a token: a non-loopback address exposes the reward "
             f"server to the network. Set a bearer token in the environment variable {token_env} "
             "(reward.server_token_env) or pass --token, or bind 127.0.0.1"
         )
+    if len(token) < MIN_TOKEN_CHARS:
+        raise UserError(
+            f"refusing to bind {host!r} with a {len(token)}-character token: a non-loopback address needs "
+            f"a token of at least {MIN_TOKEN_CHARS} characters, or it can be guessed. Set a longer one in "
+            f"{where}, e.g. export {token_env}=$({TOKEN_ADVICE}), or bind 127.0.0.1"
+        )
+
+
+def _deadline_protocol(limits: ServerLimits, on_timeout: Callable[[str], None]) -> type:
+    """uvicorn's h11 HTTP protocol with per-connection deadlines (uvicorn itself has only the
+    keep-alive timeout between requests): ``header_timeout_s`` while a request's headers are
+    arriving (from the connection's opening, or from the first byte of a later request on a
+    kept-alive connection), ``body_timeout_s`` from the end of the headers to the end of the body.
+    When one passes, the connection answers 408 with a JSON message (if it has not answered yet)
+    and closes; ``on_timeout`` gets "header" or "body". A request that is fully received has no
+    deadline: its answer takes as long as scoring takes."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    def body_of(phase: str) -> bytes:
+        limit, option = (
+            (limits.header_timeout_s, "--header-timeout")
+            if phase == "header"
+            else (limits.body_timeout_s, "--body-timeout")
+        )
+        return json.dumps(
+            {
+                "error": f"the request's {'headers' if phase == 'header' else 'body'} did not arrive within "
+                f"{limit:g} s (serve-rewards {option}); the connection is closed"
+            }
+        ).encode()
+
+    class DeadlineH11Protocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._deadline: asyncio.TimerHandle | None = None
+            self._phase: str | None = None
+            self._answered = False  # a response has completed on this connection
+            self._watch()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch()
+
+        def on_response_complete(self) -> None:
+            self._answered = True
+            super().on_response_complete()
+            self._watch()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._arm(None)
+            super().connection_lost(exc)
+
+        def _watch(self) -> None:
+            """Arm the deadline of what the connection is waiting for now."""
+            if self.transport.is_closing():
+                self._arm(None)
+                return
+            state = self.conn.their_state
+            if state is h11.IDLE:
+                # A kept-alive connection with nothing sent yet is uvicorn's keep-alive timeout's.
+                waiting = not self._answered or bool(self.conn.trailing_data[0])
+                self._arm("header" if waiting else None)
+            elif state is h11.SEND_BODY:
+                self._arm("body")
+            else:
+                self._arm(None)
+
+        def _arm(self, phase: str | None) -> None:
+            if phase == self._phase:
+                return
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            self._phase = phase
+            if phase is not None:
+                seconds = limits.header_timeout_s if phase == "header" else limits.body_timeout_s
+                self._deadline = self.loop.call_later(seconds, self._expire, phase)
+
+        def _expire(self, phase: str) -> None:
+            self._deadline = None
+            if self.transport.is_closing():
+                return
+            on_timeout(phase)
+            body = body_of(phase)
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ]
+            cycle = self.cycle if phase == "body" else None
+            try:
+                if phase == "header":
+                    # No request yet, so h11 cannot frame an answer: write the bytes ourselves.
+                    head = b"HTTP/1.1 408 Request Timeout\r\n" + b"".join(
+                        k + b": " + v + b"\r\n" for k, v in headers
+                    )
+                    self.transport.write(head + b"\r\n" + body)
+                elif cycle is not None and not cycle.response_started:
+                    # The app waits in receive(): answer for it, then tell it the client is gone
+                    # (its own answer is then dropped by uvicorn, without an error in the log).
+                    for event in (
+                        h11.Response(status_code=408, headers=headers, reason=b"Request Timeout"),
+                        h11.Data(data=body),
+                        h11.EndOfMessage(),
+                    ):
+                        self.transport.write(self.conn.send(event))
+                    cycle.scope[TIMEOUT_SCOPE_KEY] = "body"
+            except h11.LocalProtocolError:
+                pass  # an answer had begun after all: just close
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self.transport.close()
+
+    return DeadlineH11Protocol
+
+
+def uvicorn_config(
+    service: RewardService, *, on_started: Callable[[], None] | None = None, **options: Any
+) -> Any:
+    """The ``uvicorn.Config`` serving ``create_app(service)`` with the connection deadlines of
+    ``service.limits`` (``serve`` and the tests' servers use it, so both run the same stack);
+    ``options`` go to ``uvicorn.Config``."""
+    import uvicorn
+
+    def count(phase: str) -> None:
+        service.metrics.timeouts[phase] += 1
+
+    return uvicorn.Config(
+        create_app(service, on_started=on_started),
+        http=_deadline_protocol(service.limits, count),
+        lifespan="on",
+        **{"access_log": False, **options},
+    )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -807,11 +1184,10 @@ def serve(
     )
     try:
         server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(service, on_started=lambda: print(ready, flush=True)),
+            uvicorn_config(
+                service,
+                on_started=lambda: print(ready, flush=True),
                 log_level=log_level,
-                access_log=False,
-                lifespan="on",
                 timeout_keep_alive=30,
             )
         )

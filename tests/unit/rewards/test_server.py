@@ -416,6 +416,108 @@ def test_metrics_count_routes_statuses_batches_and_unscorable(url: str) -> None:
     assert after["queue"] == {"jobs": 0, "pairs": 0}
 
 
+PROMETHEUS_SAMPLE = re.compile(
+    r'^([a-z_]+)(\{([a-z_]+="(?:[^"\\\\]|\\\\.)*",?)*\})? (-?[0-9.e+-]+|[+-]Inf|NaN)$'
+)
+
+
+def prometheus(text: str) -> dict[tuple[str, frozenset], float]:
+    """Parse text exposition strictly: every sample line well formed and preceded by the HELP
+    and TYPE lines of its family; {(name, labels): value}."""
+    declared: dict[str, str] = {}
+    samples: dict[tuple[str, frozenset], float] = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram", "summary"), line
+            declared[name] = kind
+            continue
+        match = PROMETHEUS_SAMPLE.match(line)
+        assert match, f"not a sample line: {line!r}"
+        name = match.group(1)
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in declared or family in declared, f"{name} has no TYPE line before it"
+        labels = frozenset(re.findall(r'([a-z_]+)="((?:[^"\\\\]|\\\\.)*)"', match.group(2) or ""))
+        samples[name, labels] = float(match.group(4))
+    return samples
+
+
+def test_metrics_are_prometheus_text_that_agrees_with_the_json(url: str) -> None:
+    with RewardClient(url, token=TOKEN) as client:
+        client.score(["Mild cardiomegaly.", None], [HAND_WRITTEN[0], HAND_WRITTEN[0]])
+        text = httpx.get(f"{url}/metrics", headers=AUTH)
+        figures = client.metrics()
+    assert text.status_code == 200
+    assert text.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert "# HELP editgrpo_reward_requests_total " in text.text
+    samples = prometheus(text.text)
+    route = frozenset({("route", "POST /v1/score"), ("status", "200")})
+    assert samples["editgrpo_reward_requests_total", route] == figures["requests"]["POST /v1/score"]["200"]
+    assert samples["editgrpo_reward_samples_total", frozenset()] == figures["reward"]["samples"]
+    assert samples["editgrpo_reward_unscorable_total", frozenset()] == figures["reward"]["unscorable"]
+    assert samples["editgrpo_reward_model_call_pairs_count", frozenset()] == figures["batches"]["model_calls"]
+    # Histogram buckets are cumulative and end at +Inf == _count.
+    buckets = [
+        v for (name, labels), v in samples.items() if name == "editgrpo_reward_model_call_pairs_bucket"
+    ]
+    assert buckets == sorted(buckets)
+    assert (
+        samples["editgrpo_reward_model_call_pairs_bucket", frozenset({("le", "+Inf")})]
+        == figures["batches"]["model_calls"]
+    )
+    quantiles = {
+        dict(labels)["quantile"]
+        for name, labels in samples
+        if name == "editgrpo_reward_request_duration_seconds" and ("route", "POST /v1/score") in labels
+    }
+    assert quantiles == {"0.5", "0.9", "0.99"}
+
+
+def test_a_small_request_is_answered_while_a_large_one_is_still_being_scored(pool: list) -> None:
+    """Issue 18: a 1-pair request behind a 100-pair request of long reports waited for all of
+    it. Now the large one is scored in slices of at most max_batch_chars, and the small one is
+    answered between two of them, while the large one is still being scored; both get the
+    in-process results."""
+    texts = [h for h, _ in pool if h]
+    long = [" ".join(texts[(i + k) % len(texts)] for k in range(20))[:2_000] for i in range(40)]
+    assert {len(t) for t in long} == {2_000}  # 40 long reports
+    large_hyps, large_refs = long, long[::-1]
+    service = RewardService(CompositeReward(), limits=ServerLimits(max_batch_chars=8_000))
+    large_answer: dict = {}
+    with thread_server(service) as url:
+
+        def send_large() -> None:
+            large_answer.update(
+                httpx.post(
+                    f"{url}/v1/score",
+                    json=payload(list(zip(large_hyps, large_refs, strict=True))),
+                    timeout=120,
+                ).json()
+            )
+
+        large = threading.Thread(target=send_large)
+        large.start()
+        while service.metrics.calls == 0:  # the large request's first slice has been scored
+            time.sleep(0.005)
+        small = httpx.post(f"{url}/v1/score", json=payload([pool[0]]), timeout=120).json()
+        small_done_first = large.is_alive()
+        large.join(120)
+        figures = httpx.get(f"{url}/metrics.json").json()
+    assert small_done_first, "the 1-pair request waited for the whole large request"
+    expected_small = CompositeReward().score([pool[0][0]], [pool[0][1]])
+    assert [RewardResult(r["total"], r["components"], r.get("label_outcomes")) for r in small["results"]] == (
+        expected_small
+    )
+    got = [
+        RewardResult(r["total"], r["components"], r.get("label_outcomes")) for r in large_answer["results"]
+    ]
+    assert got == CompositeReward().score(large_hyps, large_refs)  # slices put back in order
+    assert large_answer["batch_pairs"] <= 2  # 4,000 characters a pair: two pairs per 8,000
+    assert figures["batches"]["sliced_requests"] == 1 and figures["batches"]["model_calls"] >= 20
+
+
 def test_analyze_gives_sentences_typed_entities_and_exact_vectors(url: str) -> None:
     texts = [HAND_WRITTEN[0], HAND_WRITTEN[2], ""]
     with RewardClient(url, token=TOKEN) as client:
@@ -461,7 +563,7 @@ def test_concurrent_requests_are_merged_then_split_in_order(pool: list, expected
         service = RewardService(CompositeReward(), limits=ServerLimits(max_batch_pairs=cap, batch_wait_s=0.3))
         with thread_server(service) as url:
             answers = _concurrently(url, [payload(pool[c * 8 : c * 8 + 8]) for c in range(4)])
-            metrics = httpx.get(f"{url}/metrics").json()
+            metrics = httpx.get(f"{url}/metrics.json").json()
         assert metrics["batches"]["model_calls"] == calls and metrics["batches"]["max_pairs"] == 32 // calls
         for c in range(4):
             assert answers[c]["batch_pairs"] == 32 // calls
