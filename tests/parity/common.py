@@ -13,7 +13,6 @@ import os
 import re
 import string
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,7 +111,9 @@ def offline_env(hub_cache: Path, xdg_cache: Path | None = None) -> dict[str, str
     return env
 
 
-def run_reference(python: Path, worker: str, request: dict, env: dict[str, str], timeout: float = 900) -> dict:
+def run_reference(
+    python: Path, worker: str, request: dict, env: dict[str, str], timeout: float = 900
+) -> dict:
     """Run ``workers/<worker>`` with ``python`` (a reference venv), JSON request on stdin, JSON reply
     as the last stdout line."""
     done = subprocess.run(
@@ -216,7 +217,8 @@ def unigram_vocab(texts: Sequence[str], size: int | None = None) -> list[tuple[s
     corpus, bare characters as fallback; padded with ``▁<i>``-style fillers to ``size``."""
     special = [("[PAD]", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[UNK]", 0.0), ("[MASK]", 0.0)]
     words = corpus_words(texts, lower=False)
-    pieces = [("▁" + w, -2.0 - 0.001 * k) for k, w in enumerate(words[:3000]) if k % 5 != 4]
+    # Every tenth word held back, so some words split into characters (and bare "▁" pieces).
+    pieces = [("▁" + w, -2.0 - 0.001 * k) for k, w in enumerate(words[:3000]) if k % 10 != 9]
     chars = [(c, -8.0) for c in ["▁", *string.ascii_letters, *string.digits, *string.punctuation]]
     seen = {p for p, _ in special}
     vocab = []
@@ -236,11 +238,15 @@ def rate_ner_folder(out: Path, texts: Sequence[str], size: str = "tiny", seed: i
     from transformers import DebertaV2Config, DebertaV2ForTokenClassification, DebertaV2Tokenizer
 
     torch.manual_seed(seed)
-    labels = {"id2label": dict(enumerate(RATE_IOB_LABELS)), "label2id": {n: i for i, n in enumerate(RATE_IOB_LABELS)}}
+    tokenizer_vocab = unigram_vocab(texts, size=None if size == "tiny" else 128100)
+    tokenizer = DebertaV2Tokenizer(vocab=tokenizer_vocab)
+    labels = {
+        "id2label": dict(enumerate(RATE_IOB_LABELS)),
+        "label2id": {n: i for i, n in enumerate(RATE_IOB_LABELS)},
+    }
     if size == "tiny":
-        vocab = unigram_vocab(texts)
         config = DebertaV2Config(
-            vocab_size=len(vocab),
+            vocab_size=len(tokenizer),  # the tokenizer adds the specials it misses
             hidden_size=64,
             num_hidden_layers=2,
             num_attention_heads=2,
@@ -259,9 +265,8 @@ def rate_ner_folder(out: Path, texts: Sequence[str], size: str = "tiny", seed: i
             **labels,
         )
     else:  # microsoft/deberta-v3-base's config.json (RaTE-NER-Deberta's base)
-        vocab = unigram_vocab(texts, size=128100)
         config = DebertaV2Config(
-            vocab_size=128100,
+            vocab_size=max(128100, len(tokenizer)),
             hidden_size=768,
             num_hidden_layers=12,
             num_attention_heads=12,
@@ -285,7 +290,7 @@ def rate_ner_folder(out: Path, texts: Sequence[str], size: str = "tiny", seed: i
         model.classifier.bias[RATE_IOB_LABELS.index("O")] = 1.0  # entities a minority, as in real output
     folder = out / "rate-ner"
     model.save_pretrained(folder)
-    DebertaV2Tokenizer(vocab=vocab).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
 
 
@@ -296,7 +301,9 @@ def biolord_folder(out: Path, texts: Sequence[str], size: str = "tiny", seed: in
     from transformers import MPNetConfig, MPNetModel, MPNetTokenizer
 
     torch.manual_seed(seed)
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    # all-mpnet-base-v2's vocab.txt: <s> <pad> </s> <unk> first, BERT's [UNK] (the fast tokenizer's
+    # unknown piece) inside, <mask> last.
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>"]
     if size == "tiny":
         vocab = specials + wordpiece_vocab(texts)[len(BERT_SPECIAL) :]
         config = MPNetConfig(
@@ -310,14 +317,15 @@ def biolord_folder(out: Path, texts: Sequence[str], size: str = "tiny", seed: in
             pad_token_id=1,
         )
     else:  # FremyCompany/BioLORD-2023-C's config.json (all-mpnet-base-v2 shapes)
-        vocab = specials + wordpiece_vocab(texts, size=30527 - len(specials) + len(BERT_SPECIAL))[len(BERT_SPECIAL) :]
+        vocab = (
+            specials
+            + wordpiece_vocab(texts, size=30527 - len(specials) + len(BERT_SPECIAL))[len(BERT_SPECIAL) :]
+        )
         config = MPNetConfig(vocab_size=30527, max_position_embeddings=514, pad_token_id=1)
     folder = out / "biolord"
     folder.mkdir(parents=True, exist_ok=True)
-    vocab_file = folder / "vocab.txt"
-    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    MPNetTokenizer(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(folder)
-    MPNetModel(config, add_pooling_layer=False).eval().save_pretrained(folder)
+    MPNetTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
+    MPNetModel(config).eval().save_pretrained(folder)
     return folder
 
 

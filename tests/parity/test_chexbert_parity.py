@@ -17,7 +17,15 @@ import pytest
 from editgrpo.annotators.chexbert_model import CheXbertLabeler
 from editgrpo.metrics.chexbert_f1 import chexbert_scores, corpus_f1
 from editgrpo.text.observations import CHEXPERT_14
-from parity.common import EDGE_CASES, chexbert_files, iu_reports, offline_env, python_of, run_reference, synth_reports
+from parity.common import (
+    EDGE_CASES,
+    chexbert_files,
+    iu_reports,
+    offline_env,
+    python_of,
+    run_reference,
+    synth_reports,
+)
 
 TOL = 1e-6
 # A report longer than 512 WordPiece tokens: both sides cut it at [CLS] + 510 + [SEP].
@@ -36,7 +44,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     iu = iu_reports(60) or []
     texts = [*refs, *hyps, *iu, *EDGE_CASES, LONG, "", "   \n\t "]
     files = chexbert_files(out, texts)
-    ours = CheXbertLabeler(str(files["checkpoint"]), tokenizer=str(files["tokenizer"]), device="cpu", batch_size=8)
+    ours = CheXbertLabeler(
+        str(files["checkpoint"]), tokenizer=str(files["tokenizer"]), device="cpu", batch_size=8
+    )
     reference = run_reference(
         python_of("f1chexbert"),
         "ref_f1chexbert.py",
