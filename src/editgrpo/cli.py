@@ -289,6 +289,35 @@ def _label(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_check(args: argparse.Namespace) -> int:
+    """Each model backend a recipe (or, without one, evaluate's options) needs: where its weights are
+    looked up, present or missing, and how to get them. Exit 1 when one is missing."""
+    from editgrpo.annotators.weights import check_model, needed_models
+
+    reward = None
+    if args.recipe is not None:
+        from editgrpo.config import load_config
+
+        reward = getattr(load_config(args.recipe, []), "reward", None)
+        if reward is None:
+            raise UserError(f"{args.recipe}: no reward section, so no model backend to check")
+    rows = [check_model(name, given) for name, given in needed_models(reward)]
+    for row in rows:
+        print(json.dumps(row))
+    if not rows:
+        print(json.dumps({"models": [], "note": "the recipe uses offline backends only"}))
+    return 0 if all(row["present"] for row in rows) else 1
+
+
+def _models_download(args: argparse.Namespace) -> int:
+    from editgrpo.annotators.weights import download
+
+    for name in args.names:
+        for path in download(name):
+            print(json.dumps({"model": name, "path": str(path)}))
+    return 0
+
+
 def _label_inputs(path: str, field: str | None) -> list[tuple[object, str]]:
     """(id, text) per JSONL line: ``field`` when given, else ``text`` / ``report``, else a study
     manifest row's findings and impression."""
@@ -820,6 +849,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=_train)
 
+    models = sub.add_parser(
+        "models", help="check or download the weights of the model backends"
+    ).add_subparsers(dest="models_command", required=True)
+    models_check = models.add_parser("check", help="where each backend's weights are looked up; present?")
+    models_check.add_argument("recipe", nargs="?", help="a recipe whose reward section names the backends")
+    models_check.set_defaults(func=_models_check)
+    models_download = models.add_parser("download", help="fetch weights into the Hugging Face cache")
+    models_download.add_argument(
+        "names", nargs="+", help="chexbert bert-base-uncased rate-ner biolord radgraph-xl green"
+    )
+    models_download.set_defaults(func=_models_download)
     rewards = sub.add_parser(
         "serve-rewards",
         help="serve the composite reward over HTTP (batched; loopback unless given a token)",

@@ -32,7 +32,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from editgrpo.annotators import weights
 from editgrpo.annotators.batching import padded_batches
+from editgrpo.annotators.weights import local_or_hub
 from editgrpo.errors import UserError
 from editgrpo.text.observations import CHEXPERT_14
 
@@ -108,6 +110,8 @@ class CheXbertLabeler:
         max_length: int = 512,
         num_attention_heads: int | None = None,
     ) -> None:
+        # The checkpoint first, before torch is imported: a missing .pth is named within a second.
+        self.checkpoint_path = resolve_checkpoint(checkpoint)
         import torch
         from transformers import AutoTokenizer
 
@@ -117,8 +121,13 @@ class CheXbertLabeler:
             raise ValueError(f"max_length must be >= 2 ([CLS] and [SEP]), got {max_length}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-        self.checkpoint_path = resolve_checkpoint(checkpoint)
+        source, local = local_or_hub(tokenizer, "CheXbert tokenizer", "vocab.txt", "--tokenizer PATH")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        except Exception as err:  # missing or unreadable files: one message naming the source
+            raise UserError(
+                f"cannot load the CheXbert tokenizer {tokenizer!r} from {source!r}: {err}"
+            ) from err
         state_dict = load_state_dict(self.checkpoint_path)
         self.model = build_model(
             state_dict, num_attention_heads=num_attention_heads, source=str(self.checkpoint_path)
@@ -183,6 +192,13 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
         )
     from transformers.utils import cached_file
 
+    cached = weights.cached_file(name, CHECKPOINT_FILE)
+    if cached is not None:
+        return cached
+    if weights.hub_offline() or not weights.hub_reachable():
+        raise UserError(
+            weights.missing_message("CheXbert checkpoint", name, CHECKPOINT_FILE, "--checkpoint PATH")
+        )
     try:
         downloaded = cached_file(name, CHECKPOINT_FILE)
     except Exception as err:  # network, auth, missing repo: one message that names both readings

@@ -362,6 +362,7 @@ class _Encoder:
         max_length: int,
         batch_size: int,
         device: str | None,
+        embed_wordless: bool = False,
     ) -> None:
         import torch
 
@@ -378,13 +379,14 @@ class _Encoder:
         self.max_length = max_length
         self.batch_size = batch_size
         self.dim = int(model.config.hidden_size)
+        self.embed_wordless = embed_wordless
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
         _check_texts(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (N, H)
-        live = [i for i, text in enumerate(texts) if _HAS_WORD_RE.search(text)]
+        live = [i for i, text in enumerate(texts) if self.embed_wordless or _HAS_WORD_RE.search(text)]
         # Longest first, so each batch pads to similar lengths; rows go back to input order.
         live.sort(key=lambda i: -len(texts[i]))
         with torch.inference_mode():
@@ -411,11 +413,14 @@ def _load_pretrained(model: str | Path, what: str, local_only: bool) -> tuple[An
     ``local_only`` is false; every failure is one UserError that names what was tried."""
     from transformers import AutoModel, AutoTokenizer
 
+    from editgrpo.annotators.weights import local_or_hub
+
     path = Path(model).expanduser()
     if path.is_dir():
         source, local = str(path), True
     elif not local_only and _HUB_ID_RE.match(str(model)):
-        source, local = str(model), False
+        # Cache first; the hub only when reachable (fail fast offline: annotators/weights.py).
+        source, local = local_or_hub(str(model), f"{what} model", "config.json", "reward.embedder_model PATH")
     else:
         hint = "a local model folder" if local_only else "a local model folder or a hub id"
         raise UserError(f"{what} model {str(model)!r} not found: give {hint}")
@@ -538,13 +543,22 @@ class BioLORDEmbedder:
     ) -> None:
         tokenizer, encoder = _load_pretrained(model, "biolord", local_only=False)
         self.model = str(model)
+        # Every text is embedded, punctuation-only and empty ones too: RaTEScore's process_embedding
+        # embeds each entity string it gets (an entity of one SentencePiece "▁" is ""), and the
+        # parity tests against ratescore 0.5.0 / 0.6.0 score those entities.
         self.encoder = _Encoder(
-            tokenizer, encoder, pooling="cls", max_length=max_length, batch_size=batch_size, device=device
+            tokenizer,
+            encoder,
+            pooling="cls",
+            max_length=max_length,
+            batch_size=batch_size,
+            device=device,
+            embed_wordless=True,
         )
         self.dim = self.encoder.dim
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, H) float32, rows L2-normalised (zero for a text with no letter or digit)."""
+        """(N, H) float32, rows L2-normalised (every text embedded, as RaTEScore does)."""
         return self.encoder.embed(texts)
 
 

@@ -31,9 +31,19 @@ transition):
 - plain ``X`` (IO tagging) extends an open entity of type X, else closes it and opens one of type X;
 - ``O`` (and any label naming no RaTE type) closes the open entity; so does the sentence end.
 
-One deliberate difference: ``post_process`` flushes an entity still open at ``[SEP]`` only when no
-earlier entity of the sentence ended at a B-B or I-B transition (its ``end`` variable is left set),
-so such a sentence-final entity is lost there; here it is always kept.
+Two behaviours of ``post_process`` are reproduced by default (``ratescore_quirks=True``), because
+the parity tests (tests/parity/test_ratescore_parity.py, against ratescore 0.5.0 and 0.6.0) showed
+them changing RaTEScore on random-weight models, and a real model meets them too:
+
+- an entity still open at ``[SEP]`` is flushed only when no B-B or I-B transition happened since
+  the last B-O / I-O one (``post_process``'s ``end`` variable is left set by the former, reset by
+  the latter), else it is lost; the label predicted *at* ``[SEP]`` decides whether the last real
+  token's entity is closed by a transition (B / O) or left open (``group_tags_ratescore``);
+- an entity made of whitespace only (a bare SentencePiece ``▁`` token) is kept with empty text,
+  as ``convert_tokens_to_string(["▁"]) == ""`` is kept there (and embedded, and scored).
+
+``ratescore_quirks=False`` gives the plain rule of ``group_tags`` (every sentence-final entity kept,
+whitespace-only entities dropped).
 
 Sub-word spans are not widened to whole words (the reference does not either). SentencePiece
 offsets of a ``▁word`` token include the space before it, so spans are trimmed of whitespace.
@@ -50,6 +60,7 @@ from typing import Any
 
 from editgrpo.annotators.batching import padded_batches
 from editgrpo.annotators.entity_types import RATE_TYPES, RateEntity
+from editgrpo.annotators.weights import local_or_hub
 from editgrpo.errors import UserError
 from editgrpo.text.sentences import Sentence, split_sentences
 
@@ -125,9 +136,48 @@ def group_tags(tags: Sequence[Tag | None]) -> list[tuple[int, int, str]]:
     return entities
 
 
+def group_tags_ratescore(tags: Sequence[Tag], special: Sequence[bool]) -> list[tuple[int, int, str]]:
+    """ratescore ``post_process``'s grouping, transition by transition: ``tags`` of every token of a
+    sentence *including* [CLS] / [SEP] (their predicted labels matter as "next" labels),
+    ``special`` marks those. Returns ``(first token, last token + 1, type)``.
+
+    For each non-special token t with next label n: B+I opens at t; B+B records (t, t) and leaves
+    a "closed by B" flag set; B+O records (t, t) and clears the flag; I+B closes the open entity at
+    t (if any) and sets the flag; I+O closes it (if any) and clears the flag; anything else (O, I+I,
+    IO labels) changes nothing. At the end an open entity is recorded up to the last non-special
+    token only while the flag is clear."""
+    entities: list[tuple[int, int, str]] = []
+    open_start: int | None = None
+    open_type: str | None = None
+    closed_by_b = False
+    last = len(tags) - 2  # post_process: end = len(tokenized_text) - 2, the token before [SEP]
+    for i in range(len(tags) - 1):
+        if special[i]:
+            continue
+        (prefix, rate_type), (next_prefix, _) = tags[i], tags[i + 1]
+        if prefix == BEGIN and next_prefix == INSIDE:
+            open_start, open_type = i, rate_type
+        elif prefix == BEGIN and next_prefix in (BEGIN, OUTSIDE) and rate_type is not None:
+            entities.append((i, i + 1, rate_type))
+            if next_prefix == BEGIN:
+                open_start, open_type, closed_by_b = i, rate_type, True
+            else:
+                open_start, open_type, closed_by_b = None, None, False
+        elif prefix == INSIDE and next_prefix in (BEGIN, OUTSIDE):
+            if open_start is not None and open_type is not None:
+                entities.append((open_start, i + 1, open_type))
+            if next_prefix == BEGIN:
+                open_start, open_type, closed_by_b = i, rate_type, True
+            else:
+                open_start, open_type, closed_by_b = None, None, False
+    if open_start is not None and open_type is not None and not closed_by_b and last >= open_start:
+        entities.append((open_start, last + 1, open_type))
+    return entities
+
+
 def resolve_source(name: str, what: str) -> str:
-    """A local folder (or file) as a string path, or ``name`` itself when it reads as a hub id;
-    UserError when it is neither."""
+    """A local folder (or file) as a string path, the cached snapshot folder of a hub id, or the hub
+    id itself when the hub can be reached; UserError otherwise (annotators/weights.py)."""
     path = Path(name).expanduser()
     if path.exists():
         return str(path)
@@ -136,7 +186,8 @@ def resolve_source(name: str, what: str) -> str:
             f"RaTE-NER {what} {name!r} not found: give a folder written by save_pretrained or a hub repo id "
             f"(e.g. {PUBLISHED_HUB_ID!r})"
         )
-    return name
+    filename = "config.json" if what == "model" else "tokenizer_config.json"
+    return local_or_hub(name, f"RaTE-NER {what}", filename, "reward.entity_model PATH")[0]
 
 
 class RateNER:
@@ -157,6 +208,7 @@ class RateNER:
         device: str | None = None,
         batch_size: int = 32,
         max_length: int = 512,
+        ratescore_quirks: bool = True,
     ) -> None:
         import torch
         from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -168,6 +220,7 @@ class RateNER:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.batch_size = batch_size
         self.max_length = max_length
+        self.ratescore_quirks = ratescore_quirks
 
         model_source = resolve_source(model, "model")
         tokenizer_name = tokenizer if tokenizer is not None else model
@@ -203,6 +256,9 @@ class RateNER:
         ):
             self.max_length = min(self.max_length, config.max_position_embeddings)
         self.model.to(self.device).eval()
+        # The id of the bare SentencePiece word-start piece "▁" (-1 when the vocabulary has none).
+        bare = self.tokenizer.convert_tokens_to_ids("▁")
+        self._bare_space_id = bare if isinstance(bare, int) and bare != self.tokenizer.unk_token_id else -1
 
     def extract(self, texts: Sequence[str]) -> list[list[RateEntity]]:
         """Per report, its RaTE entities in text order, ``text == report[start:end]``. A non-string
@@ -230,15 +286,35 @@ class RateNER:
             return_token_type_ids=False,
         )
         labels = self._predict(encoded["input_ids"])
-        for (r, sentence), classes, offsets, special in zip(
-            sentences, labels, encoded["offset_mapping"], encoded["special_tokens_mask"], strict=True
+        for (r, sentence), classes, offsets, special, ids in zip(
+            sentences,
+            labels,
+            encoded["offset_mapping"],
+            encoded["special_tokens_mask"],
+            encoded["input_ids"],
+            strict=True,
         ):
-            tags = [
-                None if is_special else self.tags[c] for c, is_special in zip(classes, special, strict=True)
-            ]
-            for first, stop, rate_type in group_tags(tags):
-                start, end = _trimmed(sentence.text, offsets[first][0], offsets[stop - 1][1])
-                if start < end:
+            if self.ratescore_quirks:
+                groups = group_tags_ratescore([self.tags[c] for c in classes], [bool(x) for x in special])
+            else:
+                groups = group_tags(
+                    [
+                        None if is_special else self.tags[c]
+                        for c, is_special in zip(classes, special, strict=True)
+                    ]
+                )
+            for first, stop, rate_type in groups:
+                if self.ratescore_quirks:
+                    # A bare "▁" piece adds no character to convert_tokens_to_string, but the fast
+                    # tokenizer maps a sentence-initial one onto the first character: skip it.
+                    kept = [t for t in range(first, stop) if ids[t] != self._bare_space_id]
+                    if kept:
+                        start, end = _trimmed(sentence.text, offsets[kept[0]][0], offsets[kept[-1]][1])
+                    else:  # only "▁": an entity with empty text, as ratescore keeps it
+                        start = end = offsets[first][0]
+                else:
+                    start, end = _trimmed(sentence.text, offsets[first][0], offsets[stop - 1][1])
+                if start < end or self.ratescore_quirks:
                     out[r].append(
                         RateEntity(
                             text=reports[r][sentence.start + start : sentence.start + end],

@@ -19,7 +19,13 @@ import torch
 from transformers import DebertaV2Config, DebertaV2ForTokenClassification, DebertaV2Tokenizer
 
 from editgrpo.annotators.entity_types import RATE_TYPES, RateEntity
-from editgrpo.annotators.rate_ner import RateNER, group_tags, parse_id2label, parse_label
+from editgrpo.annotators.rate_ner import (
+    RateNER,
+    group_tags,
+    group_tags_ratescore,
+    parse_id2label,
+    parse_label,
+)
 from editgrpo.errors import UserError
 from editgrpo.text.sentences import split_sentences
 
@@ -213,11 +219,33 @@ def test_grouping_rule_by_hand() -> None:
     assert groups() == []
 
 
+def test_ratescore_grouping_by_hand() -> None:
+    """ratescore post_process: [SEP]'s own label is the last "next" label; an entity left open at the
+    end is kept only while no B-B / I-B transition happened since the last B-O / I-O."""
+
+    def groups(*labels: str) -> list[tuple[int, int, str]]:
+        tags = [parse_label(label) for label in labels]
+        return group_tags_ratescore(tags, [i in (0, len(labels) - 1) for i in range(len(labels))])
+
+    cls, sep = "O", "O"
+    assert groups(cls, "B-ANATOMY", "I-ANATOMY", "O", sep) == [(1, 3, "ANATOMY")]
+    # B-B set the flag, so the DISEASE entity still open at [SEP] (labelled I-) is lost.
+    assert groups(cls, "B-ANATOMY", "B-DISEASE", "I-DISEASE", "I-DISEASE") == [(1, 2, "ANATOMY")]
+    assert groups(cls, "B-ANATOMY", "O", "B-DISEASE", "I-DISEASE", "I-DISEASE") == [
+        (1, 2, "ANATOMY"),
+        (3, 5, "DISEASE"),
+    ]  # B-O cleared the flag: the open entity is flushed up to the token before [SEP]
+    assert groups(cls, "B-ANATOMY", "B-DISEASE", "I-DISEASE", "O") == [(1, 2, "ANATOMY"), (2, 4, "DISEASE")]
+    assert groups(cls, "I-DISEASE", "B-ANATOMY", "O") == [(2, 3, "ANATOMY")]  # stray I, then B-O
+    assert groups(cls, "I-DISEASE", "B-ANATOMY", "I-ANATOMY") == []  # stray I-B set the flag
+    assert groups(cls, "DISEASE", "DISEASE", sep) == []  # IO labels: nothing
+
+
 # --- the model half: tiny saved models through RateNER ---------------------------------------------------------
 
 
 def test_entities_index_the_report_and_have_rate_types(saved: dict) -> None:
-    ner = RateNER(str(saved["random"]), device="cpu")
+    ner = RateNER(str(saved["random"]), device="cpu", ratescore_quirks=False)
     assert ner.name == "rate-ner"
     results = ner.extract(TEXTS)
     assert len(results) == len(TEXTS)
@@ -231,7 +259,8 @@ def test_entities_index_the_report_and_have_rate_types(saved: dict) -> None:
 
 
 def test_entities_equal_a_direct_forward_pass_and_the_rule(saved: dict) -> None:
-    results = RateNER(str(saved["random"]), device="cpu", batch_size=4).extract(TEXTS)
+    # The plain rule (ratescore's post_process quirks are compared in tests/parity).
+    results = RateNER(str(saved["random"]), device="cpu", batch_size=4, ratescore_quirks=False).extract(TEXTS)
     expected = [reference_entities(saved["model"], saved["random"], t) for t in TEXTS]
     assert results == expected
     flat = [e for entities in expected for e in entities]
@@ -266,7 +295,8 @@ def test_every_token_i_disease_gives_no_entity(saved: dict) -> None:
 
 
 def test_plain_type_labels_merge_each_sentence_into_one_entity(saved: dict) -> None:
-    results = RateNER(str(saved["io-disease"]), device="cpu").extract(TEXTS)
+    # IO labels: ratescore's post_process finds no entity in them; the plain rule groups them.
+    results = RateNER(str(saved["io-disease"]), device="cpu", ratescore_quirks=False).extract(TEXTS)
     expected = [[RateEntity(s.text, s.start, s.end, "DISEASE") for s in kept_sentences(t)] for t in TEXTS]
     assert results == expected
     assert [e.text for e in results[0]] == [
