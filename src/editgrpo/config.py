@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import difflib
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1005,14 +1006,102 @@ def _parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], dict[str, st
     return nested, sources, problems
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _merge_overrides(
+    cls: type | None, base: dict[str, Any], extra: dict[str, Any], sources: dict[str, str], prefix: str = ""
+) -> dict[str, Any]:
+    """The recipe's data with the overrides applied. Sections merge key by key; a mapping-valued
+    field (``reward.components``, ``trl``) given whole by an override (``reward.components={...}``)
+    *replaces* the recipe's mapping, as the README says, while a dotted override into it
+    (``reward.components.ratescore=2``) sets that one entry."""
     out = dict(base)
+    types = _field_types(cls) if cls is not None and _is_dataclass_type(cls) else {}
     for key, value in extra.items():
+        path = f"{prefix}{key}"
+        field_type = types.get(key)
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
+            if _is_dataclass_type(field_type) or (path not in sources and field_type is not None):
+                sub = field_type if _is_dataclass_type(field_type) else None
+                out[key] = _merge_overrides(sub, out[key], value, sources, path + ".")
+                continue
+            if field_type is None and path not in sources:  # unknown key: merged, reported later
+                out[key] = _merge_overrides(None, out[key], value, sources, path + ".")
+                continue
+        out[key] = value
     return out
+
+
+# Bounds of a recipe: a recipe is a few KB; an alias bomb ("a: &a [x, x]", "b: &b [*a, *a]" ...)
+# expands exponentially while its text stays tiny.
+MAX_RECIPE_BYTES = 1_000_000
+MAX_RECIPE_NODES = 100_000
+
+
+class _RecipeShapeError(Exception):
+    def __init__(self, reason: str, fix: str, at: str) -> None:
+        super().__init__(reason)
+        self.reason, self.fix, self.at = reason, fix, at
+
+
+def _check_yaml_size(text: str, path: Path) -> None:
+    """Refuse a recipe whose nodes, aliases expanded, exceed MAX_RECIPE_NODES (counted on the
+    composed graph with one count per distinct node, so the check itself stays cheap)."""
+    import yaml
+
+    root = yaml.compose(text)
+    if root is None:
+        return
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        sizes[key] = 1  # a cycle counts once (PyYAML refuses recursive objects later anyway)
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in node.value)
+        else:
+            total = 1
+        sizes[key] = min(total, MAX_RECIPE_NODES + 1)
+        return sizes[key]
+
+    if size(root) > MAX_RECIPE_NODES:
+        raise _RecipeShapeError(
+            f"expands to more than {MAX_RECIPE_NODES:,} YAML nodes (aliases of aliases)",
+            "write the values out; a recipe needs no nested aliases",
+            str(path),
+        )
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    """The duplicate-refusing loader class, built on first use (PyYAML is imported lazily)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    hashable = hash(key) is not None
+                except TypeError:
+                    hashable = False
+                if hashable and key in seen:
+                    raise _RecipeShapeError(
+                        f"gives the key {key!r} twice (lines {seen[key]} and {key_node.start_mark.line + 1}); "
+                        "YAML would silently keep the last",
+                        "keep one of them",
+                        str(key_node.start_mark.line + 1),  # the caller adds the file
+                    )
+                if hashable:
+                    seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def load_config(
@@ -1039,10 +1128,26 @@ def load_config(
             raise ConfigError(
                 [Problem("recipe", str(recipe), "file not found", "give the path of a YAML recipe")], origin
             )
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise ConfigError(
+                [
+                    Problem(
+                        "recipe",
+                        str(path),
+                        f"is {path.stat().st_size:,} bytes, more than a recipe can be ({MAX_RECIPE_BYTES:,})",
+                        "give a recipe file, not a data file",
+                    )
+                ],
+                origin,
+            )
         text = path.read_text(encoding="utf-8")
         lines = _yaml_key_lines(text)
         try:
-            loaded = yaml.safe_load(text)
+            _check_yaml_size(text, path)
+            loaded = yaml.load(text, Loader=_unique_key_loader())
+        except _RecipeShapeError as err:
+            at = f"{path}:{err.at}" if err.at.isdigit() else err.at
+            raise ConfigError([Problem("recipe", str(path), err.reason, err.fix, at)], origin) from None
         except yaml.YAMLError as err:
             # context_mark is where the broken construct opened (an unclosed bracket), more useful
             # than problem_mark, which is often the end of the file.
@@ -1069,7 +1174,8 @@ def load_config(
         data = loaded
 
     override_data, override_sources, problems = _parse_overrides(overrides)
-    data = _deep_merge(data, override_data)
+    stage_hint = STAGES.get((override_data.get("stage") or data.get("stage") or stage) or "")
+    data = _merge_overrides(stage_hint, data, override_data, override_sources)
 
     def where(key: str) -> str:
         # The override that set the key or one of its parents, else the recipe line of the key

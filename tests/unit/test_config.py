@@ -243,3 +243,50 @@ def test_report_to_is_checked_when_the_recipe_loads() -> None:
             load_config(None, ["report_to=[mlflow]"], stage="rl")
     with pytest.raises(ConfigError, match="'none' and 'all' stand alone"):
         load_config(None, ["report_to=[none,tensorboard]"], stage="rl")
+
+
+def test_a_mapping_override_replaces_the_recipes_mapping(tmp_path: Path) -> None:
+    recipe = _recipe(
+        tmp_path,
+        "stage: rl\nreward:\n  components: {ratescore: 1.0, radgraph_partial: 1.0}\ntrl:\n  run_name: a\n",
+    )
+    # Given whole, the mapping replaces the recipe's (before: merged, keeping both).
+    config = load_config(recipe, ["reward.components={chexbert_micro14: 1}"])
+    assert config.reward.components == {"chexbert_micro14": 1.0}
+    # A dotted override into the mapping sets one entry.
+    config = load_config(recipe, ["reward.components.ratescore=2"])
+    assert config.reward.components == {"ratescore": 2.0, "radgraph_partial": 1.0}
+    assert load_config(recipe, ["trl.seed_x=1"]).trl == {"run_name": "a", "seed_x": 1}
+    # `{}` empties it (before: a no-op), which the rules then refuse.
+    with pytest.raises(ConfigError, match=r"reward.components = \{\}: is empty"):
+        load_config(recipe, ["reward.components={}"])
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "stage: rl\noptim:\n  learning_rate: 1.0e-6\n  learning_rate: 1.0e-3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(recipe)
+    (message,) = _messages(err)
+    assert f"{recipe}:4: recipe = " in message
+    assert (
+        "gives the key 'learning_rate' twice (lines 3 and 4)" in message
+        and "Fix: keep one of them." in message
+    )
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    import time
+
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{k}: &a{k} [" + ", ".join([f"*a{k - 1}"] * 10) + "]" for k in range(1, 9)]
+    recipe = _recipe(tmp_path, "stage: rl\n" + "\n".join(levels) + "\n")
+    assert recipe.stat().st_size < 600  # 10^9 nodes from a few hundred bytes
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        load_config(recipe)
+    assert time.monotonic() - started < 5
+    assert "expands to more than 100,000 YAML nodes" in str(err.value) and len(str(err.value)) < 1000
+    big = tmp_path / "big.yaml"
+    big.write_text("stage: rl\n# " + "x" * 1_000_001 + "\n")
+    with pytest.raises(ConfigError, match="more than a recipe can be"):
+        load_config(big)
