@@ -15,7 +15,15 @@ Sections:
   vectors that ``evaluate`` writes (``labels.prediction`` / ``labels.reference``, uncertain counted
   as positive); labels that are positive in neither set have no F1 and are marked "n/a"; without
   label vectors (CheXbert not computed) the chart is left out with a note;
-- the N worst-scoring studies, prediction beside reference (HTML-escaped). Ranking: the mean of the
+- provenance (``summary["provenance"]``, from ``eval/quality.provenance``: model, checkpoint and
+  its step, dataset, split, generation settings, editgrpo version) with the backends and the judge;
+- degenerate output (``summary["degenerate"]``: empty, a sentence stated twice, the same report for
+  different studies) with examples;
+- per-label support / predicted / precision / recall / F1 (``per_label_stats``);
+- the N worst-scoring studies, prediction beside reference (HTML-escaped).
+
+``write_multi_report`` puts several evaluations (``evaluate_many``) on one page behind a
+side-by-side table; ``compare_html`` is ``compare``'s table as a page. Files are written atomically. Ranking: the mean of the
   per-study clinical scores the study has (CheXbert pair micro-F1 over 14 labels, RadGraph partial,
   RaTEScore, GREEN; None = not scored, left out of the mean); a study with none of them falls back
   to ROUGE-L; ties keep the file order.
@@ -53,6 +61,7 @@ td.missing { color: #a33; }
 .pair td { white-space: pre-wrap; font-size: 13px; }
 .pair td + td { width: 42%; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 6px 0; }
+table.degen td { font-size: 13px; } table.degen td:last-child { white-space: pre-wrap; }
 table.prov th { text-align: left; font-weight: normal; width: 220px; }
 """
 
@@ -330,14 +339,14 @@ def _degenerate_html(summary: Mapping[str, Any]) -> str:
                 f"{_e(ex['study_id'])}: {_e(repr(ex['prediction']) if key == 'empty' else ex['prediction'])}"
                 for ex in examples
             )
-        flag = ' class="missing"' if count else ""
+        flag = " missing" if count else ""  # a non-zero count is drawn in the warning colour
         rows.append(
-            f'<tr><td>{_e(text)}</td><td class="num"{flag}>{count}</td>'
+            f'<tr><td>{_e(text)}</td><td class="num{flag}">{count}</td>'
             f'<td class="num">{count / n:.1%}</td><td>{shown}</td></tr>'
         )
     return (
         "<p class='note'>Counted on the predictions as written (before the evaluation cleaner).</p>"
-        f"<table class='pair'>{''.join(rows)}</table>"
+        f"<table class='degen'>{''.join(rows)}</table>"
     )
 
 
