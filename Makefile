@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.editgrpo-installed
 TORCH_CPU ?= torch==2.13.0
 DEMO_OUT  ?= runs/demo
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean browser
 
 venv: $(STAMP)
 
@@ -28,7 +28,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/editgrpo demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+# Chromium for the test that renders an evaluation report in a real browser
+# (tests/unit/eval/test_report.py): installed from the Debian packages when running as root and none
+# is on PATH (about 15 s with apt-get update); otherwise the test skips and says why.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium (Debian package) for the report screenshot test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	    || echo "chromium could not be installed: the screenshot test will skip"; \
+	else echo "no chromium and not root: the report screenshot test will skip (install chromium to run it)"; fi
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider

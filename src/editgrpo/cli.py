@@ -281,11 +281,14 @@ def _label(args: argparse.Namespace) -> int:
             )
         options = {"checkpoint": args.checkpoint, "tokenizer": args.tokenizer, "batch_size": args.batch_size}
     labeler = build_labeler(args.backend, **options)
-    for start in range(0, len(items), args.batch_size):
-        batch = items[start : start + args.batch_size]
-        for (item_id, _), vector in zip(batch, labeler.label([text for _, text in batch]), strict=True):
-            labels = dict(zip(CHEXPERT_14, as_ordered_list(vector), strict=True))
-            print(json.dumps({"id": item_id, "labeler": labeler.name, "labels": labels}))
+    with _progress_mode(args.progress, slow=args.backend != "rules") as bar:
+        for start in range(0, len(items), args.batch_size):
+            bar(f"labelling ({labeler.name})", start, len(items))
+            batch = items[start : start + args.batch_size]
+            for (item_id, _), vector in zip(batch, labeler.label([text for _, text in batch]), strict=True):
+                labels = dict(zip(CHEXPERT_14, as_ordered_list(vector), strict=True))
+                print(json.dumps({"id": item_id, "labeler": labeler.name, "labels": labels}))
+        bar(f"labelling ({labeler.name})", len(items), len(items))
     return 0
 
 
@@ -477,6 +480,7 @@ def _generate(args: argparse.Namespace) -> int:
     from editgrpo.data.prompts import PromptOptions
     from editgrpo.eval.generate import GenerateOptions, generate_predictions, resolve_device
 
+    _generate_recipe(args)
     try:
         prompt = PromptOptions(max_images=args.max_images)
     except ValueError as err:
@@ -578,67 +582,324 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# generate's flags and where a `stage: generate` recipe (GenerateConfig) keeps each value.
+_GENERATE_FIELDS = {
+    "model": "model.name_or_path",
+    "manifest": "data.eval",
+    "split": "data.eval_split",
+    "section": "data.target_section",
+    "out": "output",
+    "batch_size": "batch_size",
+    "max_new_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "seed": "seed",
+    "max_images": "model.max_images",
+    "min_pixels": "model.min_pixels",
+    "max_pixels": "model.max_pixels",
+    "dtype": "model.dtype",
+    "engine": "engine",
+    "gpu_memory_utilization": "vllm_gpu_memory_utilization",
+    "tensor_parallel_size": "vllm_tensor_parallel_size",
+    "max_model_len": "vllm_max_model_len",
+}
+
+
+def _generate_recipe(args: argparse.Namespace) -> None:
+    """Fill ``args`` from a `stage: generate` recipe (+ overrides) when --recipe is given; refuse
+    flags beside it (one source of settings), and check the required flags without one."""
+    from editgrpo.config import load_config
+
+    if args.recipe is None:
+        if args.overrides:
+            raise UserError(f"{args.overrides[0]}: overrides need --recipe; without one, use the flags")
+        missing = [f"--{n}" for n in ("model", "manifest", "out") if getattr(args, n) is None]
+        if missing:
+            raise UserError(
+                f"{', '.join(missing)} required (or give --recipe RECIPE.yaml with stage: generate)"
+            )
+        return
+    given = _flags_given(args, args.subparser, [*_GENERATE_FIELDS, "device"])
+    given = [g for g in given if g != "--device"]
+    if given:
+        raise UserError(
+            f"{', '.join(given)} with --recipe: give settings in the recipe or as overrides "
+            "(e.g. max_new_tokens=64), not as flags"
+        )
+    config = load_config(args.recipe, args.overrides, stage="generate")
+    if config.data.eval is None:
+        raise UserError(f"{args.recipe}: data.eval is not set. Fix: name the manifest to generate for")
+    if config.num_samples != 1:
+        raise UserError(
+            f"{args.recipe}: num_samples = {config.num_samples}: generate writes one report per study. "
+            "Fix: set num_samples: 1"
+        )
+    for flag, dotted in _GENERATE_FIELDS.items():
+        value = config
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        setattr(args, flag, value)
+    if args.split is None:  # data.eval_split null: every study of the manifest
+        args.split = "all"
+
+
 def _label_stats(args: argparse.Namespace) -> int:
     from editgrpo.eval.label_stats import label_stats
 
     options = {"checkpoint": args.checkpoint} if args.checkpoint else None
-    summary = label_stats(
-        args.manifest,
-        args.out,
-        labeler=args.backend,
-        labeler_options=options,
-        section=args.section,
-        uncertain_as=args.uncertain_as,
-        cache=args.cache,
-    )
+    with _progress_mode(args.progress, slow=args.backend != "rules") as bar:
+        summary = label_stats(
+            args.manifest,
+            args.out,
+            labeler=args.backend,
+            labeler_options=options,
+            section=args.section,
+            uncertain_as=args.uncertain_as,
+            cache=args.cache,
+            progress=lambda done, total: bar(f"labelling references ({args.backend})", done, total),
+        )
     print(
         json.dumps({k: summary[k] for k in ("out", "n", "labels", "labelled", "cache_hits") if k in summary})
     )
     return 0
 
 
+# Backends that are fast offline code; anything else is a model (or a judge) worth a progress bar.
+_OFFLINE_BACKENDS = {
+    "labeler": "rules",
+    "entities": "lexicon",
+    "graph_entities": "lexicon",
+    "embedder": "lexical",
+}
+
+
+class _Bar:
+    """A rich progress bar on stderr for slow work, one task per phase; a no-op when disabled.
+    ``auto`` draws it only when stderr is a terminal (a log file gets no control characters),
+    ``on`` always (the final state is printed when stderr is not a terminal)."""
+
+    def __init__(self, enabled: bool, forced: bool = False) -> None:
+        self.enabled = enabled
+        self.tasks: dict[str, int] = {}
+        self.bar = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        self.bar = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=console.is_interactive,
+            disable=not (forced or console.is_interactive),
+        )
+
+    def __enter__(self) -> _Bar:
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if self.bar is None:
+            return
+        if phase not in self.tasks:
+            self.tasks[phase] = self.bar.add_task(phase, total=total)
+        self.bar.update(self.tasks[phase], completed=done, total=total)
+
+
+def _progress_mode(value: str, slow: bool) -> _Bar:
+    if value not in ("auto", "on", "off"):
+        raise UserError(f"--progress {value!r}: use auto, on or off")
+    return _Bar(enabled=value == "on" or (value == "auto" and slow), forced=value == "on")
+
+
+def _green_judge(config) -> object | None:
+    """The GREEN judge named by ``config.green_judge``: an http(s) URL is an OpenAI-compatible server
+    (its /v1 root), anything else a transformers model folder or hub id."""
+    if config.green_judge is None:
+        return None
+    from editgrpo.annotators.green_judge import build_judge
+
+    target = str(config.green_judge)
+    if target.startswith(("http://", "https://")):
+        env = config.green_judge_key_env
+        if env and not os.environ.get(env):
+            raise UserError(
+                f"--green-judge-key-env {env}: the environment variable {env} is not set. Fix: export "
+                f"{env}=<the API key>, or leave the option out for a server without a key"
+            )
+        return build_judge(
+            "openai",
+            base_url=target,
+            model=config.green_judge_model,
+            endpoint=config.green_judge_endpoint,
+            api_key_env=env or "",
+            max_new_tokens=config.green_judge_max_new_tokens,
+        )
+    return build_judge(
+        "transformers",
+        model=target,
+        batch_size=config.green_judge_batch_size,
+        max_new_tokens=config.green_judge_max_new_tokens,
+    )
+
+
+# evaluate's flags and the EvaluateConfig fields they set (a recipe gives the fields instead).
+_EVALUATE_FLAGS = {
+    "out": "output_dir",
+    "metrics": "metrics",
+    "clean": "clean",
+    "labeler": "labeler",
+    "entities": "entities",
+    "graph_entities": "graph_entities",
+    "embedder": "embedder",
+    "ratescore_version": "ratescore_version",
+    "green_judge": "green_judge",
+    "green_judge_model": "green_judge_model",
+    "green_judge_endpoint": "green_judge_endpoint",
+    "green_judge_key_env": "green_judge_key_env",
+    "green_max_new_tokens": "green_judge_max_new_tokens",
+    "green_batch_size": "green_judge_batch_size",
+    "bootstrap": "bootstrap_samples",
+    "seed": "seed",
+    "on_error": "on_error",
+    "progress": "progress",
+}
+
+
+def _flags_given(args: argparse.Namespace, parser: argparse.ArgumentParser, names) -> list[str]:
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) != parser.get_default(n)]
+
+
+def _evaluate_config(args: argparse.Namespace):
+    from editgrpo.config import EvaluateConfig, load_config
+
+    parser = args.subparser
+    if args.recipe is not None:
+        given = _flags_given(args, parser, [*_EVALUATE_FLAGS, "no_meteor", "no_report"])
+        if given:
+            raise UserError(
+                f"{', '.join(given)} with --recipe: give settings in the recipe or as overrides "
+                "(e.g. bootstrap_samples=200), not as flags"
+            )
+        overrides = [a for a in args.predictions if "=" in a]
+        files = [a for a in args.predictions if "=" not in a]
+        if files:
+            overrides.append("predictions=[" + ",".join(json.dumps(f) for f in files) + "]")
+        return load_config(args.recipe, overrides, stage="evaluate")
+    if not args.predictions:
+        raise UserError("give one or more predictions files (.jsonl), or --recipe RECIPE.yaml")
+    bad = [a for a in args.predictions if "=" in a and not os.path.exists(a)]
+    if bad:
+        raise UserError(f"{bad[0]}: overrides need --recipe; without one, give predictions files only")
+    if args.out is None:
+        raise UserError("--out DIR is required (or give a recipe with output_dir)")
+    values = {field: getattr(args, flag) for flag, field in _EVALUATE_FLAGS.items()}
+    values["metrics"] = list(args.metrics) if args.metrics is not None else None
+    if (
+        values["green_judge"] is not None
+        and values["metrics"] is not None
+        and "green" not in values["metrics"]
+    ):
+        raise UserError("--green-judge with --metrics that leaves out green: add green to --metrics")
+    if values["green_judge"] is None and values["metrics"] is not None and "green" in values["metrics"]:
+        raise UserError("--metrics green needs a judge: give --green-judge MODEL_OR_URL")
+    return EvaluateConfig(
+        predictions=list(args.predictions), meteor=not args.no_meteor, report=not args.no_report, **values
+    )
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    from editgrpo.eval.evaluate import evaluate, render_table
+    from editgrpo.eval.evaluate import evaluate, evaluate_many, render_side_by_side, render_table
 
-    summary = evaluate(
-        args.predictions,
-        args.out,
-        metrics=args.metrics,
-        clean=args.clean,
-        labeler=args.labeler,
-        entities=args.entities,
-        graph_entities=args.graph_entities,
-        embedder=args.embedder,
-        bootstrap=args.bootstrap,
-        seed=args.seed,
-        with_meteor=not args.no_meteor,
-        on_error=args.on_error,
+    config = _evaluate_config(args)
+    judge = _green_judge(config)
+    slow = judge is not None or any(
+        getattr(config, name) not in (None, offline) for name, offline in _OFFLINE_BACKENDS.items()
     )
-    print(render_table(summary))
-    if not args.no_report:
-        from editgrpo.eval.report import write_report
+    options = {
+        "metrics": config.metrics,
+        "clean": config.clean,
+        "labeler": config.labeler,
+        "entities": config.entities,
+        "graph_entities": config.graph_entities,
+        "embedder": config.embedder,
+        "ratescore_version": config.ratescore_version,
+        "green_judge": judge,
+        "bootstrap": config.bootstrap_samples,
+        "confidence": config.confidence,
+        "seed": config.seed,
+        "with_meteor": config.meteor,
+        "on_error": config.on_error,
+    }
+    out = config.output_dir
+    try:
+        with _progress_mode(config.progress, slow) as bar:
+            if len(config.predictions) == 1:
+                summary = evaluate(
+                    config.predictions[0], out, progress=bar if bar.enabled else None, **options
+                )
+                table, names = render_table(summary), None
+            else:
+                systems = evaluate_many(
+                    config.predictions, out, progress=bar if bar.enabled else None, **options
+                )
+                names = list(systems["systems"])
+                table = render_side_by_side(systems["systems"])
+    except ValueError as err:  # unknown metric group or cleaner, nothing left to score
+        raise UserError(str(err)) from None
+    print(table)
+    if config.report:
+        from editgrpo.eval.report import write_multi_report, write_report
 
-        write_report(args.out)
-    print(
-        f"written: {args.out}/per_sample.jsonl, summary.json, table.md"
-        + ("" if args.no_report else ", report.html")
+        if names is None:
+            write_report(out)
+        else:
+            write_multi_report(out, names)
+    where = (
+        "per_sample.jsonl, summary.json, table.md"
+        if names is None
+        else (f"{', '.join(names)}/ (one evaluation each), summary.json, table.md")
     )
+    print(f"written: {out}/{where}" + ("" if not config.report else ", report.html"))
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from editgrpo.eval.evaluate import compare
+    from editgrpo.eval.evaluate import compare, render_compare, write_compare
 
-    result = compare(
-        args.a,
-        args.b,
-        metrics=args.metrics,
-        clean=args.clean,
-        n_shuffles=args.shuffles,
-        seed=args.seed,
-        on_error=args.on_error,
-    )
-    print(json.dumps(result, indent=2))
+    if args.shuffles < 1 or args.bootstrap < 1:
+        raise UserError("--shuffles and --bootstrap must be >= 1")
+    try:
+        result = compare(
+            args.a,
+            args.b,
+            metrics=args.metrics,
+            clean=args.clean,
+            labeler=args.labeler,
+            entities=args.entities,
+            graph_entities=args.graph_entities,
+            embedder=args.embedder,
+            n_shuffles=args.shuffles,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+            on_error=args.on_error,
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    print(render_compare(result), end="")
+    md, page = write_compare(result, args.out)
+    from editgrpo.eval.evaluate import write_atomic
+
+    write_atomic(md.with_name("compare.json"), json.dumps(result, indent=2) + "\n")
+    print(f"written: {md}, {page}, {md.with_name('compare.json')}")
     return 0
 
 
@@ -711,6 +972,9 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--checkpoint", help="chexbert: chexbert.pth, its folder, or a hub id")
     label.add_argument("--tokenizer", default="bert-base-uncased", help="chexbert: tokenizer path or hub id")
     label.add_argument("--batch-size", type=int, default=64)
+    label.add_argument(
+        "--progress", default="auto", help="auto (a bar on a terminal for the chexbert model), on, off"
+    )
     label.set_defaults(func=_label)
 
     gen = sub.add_parser(
@@ -721,9 +985,19 @@ def build_parser() -> argparse.ArgumentParser:
         "are kept and skipped, so rerunning continues an interrupted run. Row format: "
         "editgrpo.eval.generate.",
     )
-    gen.add_argument("--model", required=True, help="hub id or local checkpoint directory")
-    gen.add_argument("--manifest", required=True, help="study manifest (.jsonl)")
-    gen.add_argument("--out", required=True, help="predictions file to write or continue (.jsonl)")
+    gen.add_argument(
+        "overrides",
+        nargs="*",
+        help="with --recipe: dotted overrides, e.g. max_new_tokens=64 data.eval_split=test",
+    )
+    gen.add_argument(
+        "--recipe", help="YAML recipe with `stage: generate` (GenerateConfig) instead of the flags"
+    )
+    gen.add_argument("--model", help="hub id or local checkpoint directory (required without --recipe)")
+    gen.add_argument("--manifest", help="study manifest (.jsonl) (required without --recipe)")
+    gen.add_argument(
+        "--out", help="predictions file to write or continue (.jsonl) (required without --recipe)"
+    )
     gen.add_argument("--split", default="test", help="train, validate, test or all (default test)")
     gen.add_argument(
         "--section", default="findings", help="reference section: findings, impression, findings_impression"
@@ -755,7 +1029,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--max-model-len", type=int, default=None, help="vllm: context length (default: checkpoint's)"
     )
-    gen.set_defaults(func=_generate)
+    gen.set_defaults(func=_generate, subparser=gen)
 
     stats = sub.add_parser("label-stats", help="per-label positive frequencies of a manifest's references")
     stats.add_argument("manifest", help="training manifest (.jsonl)")
@@ -767,11 +1041,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--uncertain-as", default="positive", help="positive or negative")
     stats.add_argument("--cache", help="JSONL label cache reused across runs")
+    stats.add_argument(
+        "--progress", default="auto", help="auto (a bar on a terminal for the chexbert model), on, off"
+    )
     stats.set_defaults(func=_label_stats)
 
-    evaluate = sub.add_parser("evaluate", help="score predictions with every metric and 95%% bootstrap CIs")
-    evaluate.add_argument("predictions", help="predictions .jsonl (as written by `editgrpo generate`)")
-    evaluate.add_argument("--out", required=True, help="output folder")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score predictions with every metric and 95%% bootstrap CIs (several files: side by side)",
+        description="Score one predictions file into --out, or several into --out/<name>/ with one "
+        "side-by-side table.md and report.html. With --recipe (stage: evaluate, editgrpo.config."
+        "EvaluateConfig) the settings come from the recipe, and positional KEY=VALUE arguments override it.",
+    )
+    evaluate.add_argument(
+        "predictions", nargs="*", help="predictions .jsonl files (as written by `editgrpo generate`)"
+    )
+    evaluate.add_argument("--recipe", help="YAML recipe with `stage: evaluate` instead of the flags")
+    evaluate.add_argument("--out", help="output folder")
     evaluate.add_argument(
         "--metrics", nargs="*", default=None, help="chexbert radgraph ratescore green lexical"
     )
@@ -782,6 +1068,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--graph-entities", default=None, help="RadGraph graphs: lexicon or radgraph (default: --entities)"
     )
     evaluate.add_argument("--embedder", default="lexical")
+    evaluate.add_argument("--ratescore-version", default="0.5", help="0.5 (EditGRPO parity) or 0.6")
+    evaluate.add_argument(
+        "--green-judge",
+        metavar="MODEL_OR_URL",
+        help="GREEN judge: a model folder or hub id (transformers), or an OpenAI-compatible server's "
+        "/v1 URL (e.g. http://127.0.0.1:8000/v1 from `vllm serve`); GREEN and Avg(7) then exist",
+    )
+    evaluate.add_argument(
+        "--green-judge-model",
+        default="StanfordAIMI/GREEN-RadLlama2-7b",
+        help="URL judge: the served model name",
+    )
+    evaluate.add_argument(
+        "--green-judge-endpoint",
+        default="completions",
+        help="URL judge: completions (GREEN's own chat text, default) or chat (the server's template)",
+    )
+    evaluate.add_argument(
+        "--green-judge-key-env", metavar="VAR", help="URL judge: environment variable holding the API key"
+    )
+    evaluate.add_argument("--green-max-new-tokens", type=int, default=1024, help="judge output limit")
+    evaluate.add_argument("--green-batch-size", type=int, default=8, help="transformers judge batch")
     evaluate.add_argument("--bootstrap", type=int, default=1000)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--no-meteor", action="store_true", help="skip METEOR (it needs Java)")
@@ -789,14 +1097,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--no-report", action="store_true", help="skip report.html (charts need matplotlib)"
     )
-    evaluate.set_defaults(func=_evaluate)
+    evaluate.add_argument(
+        "--progress",
+        default="auto",
+        help="auto (a bar on a terminal when a model backend or a judge runs), on, off",
+    )
+    evaluate.set_defaults(func=_evaluate, subparser=evaluate)
 
-    comp = sub.add_parser("compare", help="paired randomisation test of two prediction files")
+    comp = sub.add_parser(
+        "compare",
+        help="paired test of two prediction files: Markdown table, compare.md, compare.html",
+        description="Per metric over the shared studies: A, B, A - B with a paired bootstrap CI, and the "
+        "p-value of a paired approximate randomisation test; printed and written to --out.",
+    )
     comp.add_argument("a")
     comp.add_argument("b")
+    comp.add_argument("--out", default="runs/compare", help="folder for compare.md/.html/.json")
     comp.add_argument("--metrics", nargs="*", default=None)
     comp.add_argument("--clean", default="none")
+    comp.add_argument("--labeler", default="rules")
+    comp.add_argument("--entities", default="lexicon")
+    comp.add_argument("--graph-entities", default=None)
+    comp.add_argument("--embedder", default="lexical")
     comp.add_argument("--shuffles", type=int, default=10_000)
+    comp.add_argument("--bootstrap", type=int, default=1000, help="resamples of the difference's CI")
     comp.add_argument("--seed", type=int, default=0)
     comp.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     comp.set_defaults(func=_compare)

@@ -827,23 +827,79 @@ class GenerateConfig(Section):
 
 @dataclass
 class EvaluateConfig(Section):
-    """Score predictions against references with confidence intervals."""
+    """What ``editgrpo evaluate --recipe`` scores and how: the fields are the command's options
+    (``eval.evaluate.evaluate`` and the GREEN judge of ``annotators.green_judge``)."""
 
     stage: str = "evaluate"
     seed: int = 0
-    predictions: str = "runs/generate/predictions.jsonl"
-    references: str | None = None
-    metrics: list[str] = field(default_factory=lambda: ["chexpert_rules_f1", "radgraph_lexicon_f1", "bleu"])
+    # One predictions file, or several scored side by side into output_dir/<name>/.
+    predictions: list[str] = field(default_factory=lambda: ["runs/generate/predictions.jsonl"])
+    output_dir: str = "runs/evaluate"
+    # Metric groups (eval.evaluate.METRIC_GROUPS); null: all of them.
+    metrics: list[str] | None = None
+    clean: str = "none"
+    labeler: str = "rules"
+    entities: str = "lexicon"
+    graph_entities: str | None = None
+    embedder: str = "lexical"
+    ratescore_version: str = "0.5"
+    # GREEN judge: a model folder / hub id (transformers) or an OpenAI-compatible /v1 URL; null: none.
+    green_judge: str | None = None
+    green_judge_model: str = "StanfordAIMI/GREEN-RadLlama2-7b"  # the served model name (URL judges)
+    green_judge_endpoint: str = "completions"
+    green_judge_key_env: str | None = None  # environment variable holding the API key (URL judges)
+    green_judge_max_new_tokens: int = 1024
+    green_judge_batch_size: int = 8
     bootstrap_samples: int = 1000
     confidence: float = 0.95
-    output_dir: str = "runs/evaluate"
+    meteor: bool = True
+    on_error: str = "fail"
+    report: bool = True
+    progress: str = "auto"
+
+    METRIC_GROUPS: ClassVar[tuple[str, ...]] = (
+        "chexbert",
+        "radgraph",
+        "ratescore",
+        "green",
+        "lexical",
+    )  # tested
+    CLEANERS: ClassVar[tuple[str, ...]] = ("none", "editgrpo")
+    ON_ERROR: ClassVar[tuple[str, ...]] = ("fail", "skip")
+    PROGRESS: ClassVar[tuple[str, ...]] = ("auto", "on", "off")
+    ENDPOINTS: ClassVar[tuple[str, ...]] = ("completions", "chat")
 
     def problems(self) -> list[Problem]:
-        out = _positive("", "bootstrap_samples", self.bootstrap_samples, allow_zero=True)
-        if not self.metrics:
-            out.append(Problem("metrics", [], "is empty", "name at least one metric"))
+        out = _positive("", "bootstrap_samples", self.bootstrap_samples)
+        if not self.predictions:
+            out.append(Problem("predictions", [], "is empty", "name at least one predictions .jsonl"))
+        for name in self.metrics or []:
+            out += _choice("", "metrics", name, self.METRIC_GROUPS)
+        if self.metrics is not None and not self.metrics:
+            out.append(Problem("metrics", [], "is empty", "name at least one metric group, or null for all"))
+        out += _choice("", "clean", self.clean, self.CLEANERS)
+        out += _choice("", "on_error", self.on_error, self.ON_ERROR)
+        out += _choice("", "progress", self.progress, self.PROGRESS)
+        out += _choice("", "green_judge_endpoint", self.green_judge_endpoint, self.ENDPOINTS)
+        out += _positive("", "green_judge_max_new_tokens", self.green_judge_max_new_tokens)
+        out += _positive("", "green_judge_batch_size", self.green_judge_batch_size)
         if not 0.0 < self.confidence < 1.0:
             out.append(Problem("confidence", self.confidence, "must be in (0, 1)", "use 0.95"))
+        if self.green_judge is None and self.metrics is not None and "green" in self.metrics:
+            out.append(
+                Problem(
+                    "metrics", self.metrics, "names green without a judge", "set green_judge or drop green"
+                )
+            )
+        if self.green_judge is not None and self.metrics is not None and "green" not in self.metrics:
+            out.append(
+                Problem(
+                    "green_judge",
+                    self.green_judge,
+                    "is set but metrics leaves out green",
+                    "add green to metrics",
+                )
+            )
         return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -196,8 +197,29 @@ def test_label_stats_evaluate_and_compare(tmp_path: Path) -> None:
     assert "micro-F1-14 [chexpert-rules]" in result.stdout
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["columns"]["chexbert_micro_f1_14"]["value"] == 1.0
-    compared = editgrpo("compare", str(good), str(bad), "--metrics", "chexbert", "--shuffles", "500")
+    compared = editgrpo(
+        "compare",
+        str(good),
+        str(bad),
+        "--metrics",
+        "chexbert",
+        "--shuffles",
+        "500",
+        "--bootstrap",
+        "200",
+        "--out",
+        str(tmp_path / "cmp"),
+    )
     assert compared.returncode == 0, compared.stderr
-    assert '"p_value"' in compared.stdout
+    # The printed Markdown table: A (a perfect copy) beats B on micro-F1-14 with a CI above 0; p is
+    # a randomisation p-value over these few studies (add-one corrected, so never 0).
+    row = next(line for line in compared.stdout.splitlines() if line.startswith("| micro-F1-14"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[1]) == 1.0 and float(cells[2]) < 1.0
+    difference, low, high = (float(x) for x in re.findall(r"[+-]\d\.\d+", cells[3]))
+    assert 0 < low <= difference <= high and difference == pytest.approx(1.0 - float(cells[2]), abs=1e-4)
+    assert cells[4] == "< 0.001" or 0 < float(cells[4]) <= 1
+    assert (tmp_path / "cmp" / "compare.md").read_text() == compared.stdout.split("written:")[0]
+    assert "<table>" in (tmp_path / "cmp" / "compare.html").read_text()
     missing = editgrpo("evaluate", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr

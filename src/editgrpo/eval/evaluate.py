@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,9 +46,10 @@ from typing import Any
 import numpy as np
 
 from editgrpo.data.manifest import ON_ERROR, DataError, Reject, RejectLog
+from editgrpo.eval.quality import degenerate_outputs, provenance
 from editgrpo.eval.stats import bootstrap_ci, paired_randomization
 from editgrpo.metrics.chexbert_f1 import binarize, pair_micro_f1_batch
-from editgrpo.metrics.green import green_score, judge
+from editgrpo.metrics.green import GreenParse, green_score, judge
 from editgrpo.metrics.lexical import BLEU_MAX_N, bleu_from_stats, lexical_scores
 from editgrpo.metrics.radgraph_f1 import radgraph_f1_all_levels
 from editgrpo.metrics.ratescore import ratescore_pair
@@ -76,8 +79,9 @@ _L14 = len(CHEXPERT_14)
 def read_predictions(path: str | Path, on_error: str = "fail") -> tuple[list[dict[str, Any]], list[Reject]]:
     """Valid rows of a predictions JSONL, and the rejects (empty unless ``on_error="skip"``).
 
-    Each row must be a JSON object with a non-empty string ``study_id`` (unique in the file) and
-    non-empty string ``prediction`` and ``reference``. With ``on_error="fail"`` the first problem
+    Each row must be a JSON object with a non-empty string ``study_id`` (unique in the file), a
+    string ``prediction`` (possibly empty: what the model wrote) and a non-empty string
+    ``reference``. With ``on_error="fail"`` the first problem
     raises ``DataError`` naming file, line and field; with ``"skip"`` the row is left out and listed
     in the rejects with its reason. Blank lines are ignored; nothing else is dropped silently."""
     if on_error not in ON_ERROR:
@@ -131,7 +135,9 @@ def _text_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
         value = row[name]
         if not isinstance(value, str):
             return name, f"must be a string, got {type(value).__name__}"
-        if not value.strip():
+        # An empty prediction is a model output (scored as the metrics define it, and counted as
+        # degenerate); an empty reference leaves nothing to score against.
+        if name == "reference" and not value.strip():
             return name, f"empty {name}"
     return None
 
@@ -184,6 +190,35 @@ def _bleu_stat(k: int) -> Callable[[np.ndarray], float]:
     return statistic
 
 
+# progress(phase, done, total): called before and after each chunk of slow work.
+Progress = Callable[[str, int, int], None]
+ANNOTATE_CHUNK = 256  # texts per annotator call when a progress callback wants updates
+JUDGE_CHUNK = 32  # pairs per GREEN judge call (the judge batches and parallelises inside a chunk)
+
+
+def _chunked(
+    analyze: Callable[[Sequence[str]], list[Any]], texts: list[str], phase: str, progress: Progress | None
+) -> list[Any]:
+    if progress is None:
+        return analyze(texts)
+    out: list[Any] = []
+    for start in range(0, len(texts), ANNOTATE_CHUNK):
+        progress(phase, start, len(texts))
+        out += analyze(texts[start : start + ANNOTATE_CHUNK])
+    progress(phase, len(texts), len(texts))
+    return out
+
+
+def describe_judge(backend: Any) -> dict[str, Any]:
+    """What the summary says about a GREEN judge: its backend name, model and, for HTTP, the URL
+    (never the key: only the name of the variable it was read from)."""
+    out: dict[str, Any] = {"backend": str(getattr(backend, "name", type(backend).__name__))}
+    for attr in ("model_name", "url", "endpoint", "api_key_env", "max_new_tokens"):
+        if getattr(backend, attr, None) is not None:
+            out[attr] = getattr(backend, attr)
+    return out
+
+
 def _as_array(values: Sequence[float | None]) -> tuple[np.ndarray, np.ndarray]:
     valid = np.array([v is not None for v in values], dtype=bool)
     return np.array([math.nan if v is None else v for v in values], dtype=float), valid
@@ -201,6 +236,7 @@ def _score(
     green_judge: Any,
     with_meteor: bool,
     graph_entities: str | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[Metric], list[dict[str, Any]], dict[str, Any]]:
     """Metrics (with per-study data), per-sample records and the settings of one predictions set."""
     groups = list(METRIC_GROUPS if metrics is None else metrics)
@@ -237,7 +273,8 @@ def _score(
             # Evaluation scores an empty report as the metrics define it (the floor is a reward choice).
             empty_completion="score",
         )
-        hyp_an, ref_an = reward.analyze(preds), reward.analyze(refs)
+        hyp_an = _chunked(reward.analyze, preds, "annotating predictions", progress)
+        ref_an = _chunked(reward.analyze, refs, "annotating references", progress)
         lab_name = getattr(reward.labeler, "name", labeler) if reward.labeler is not None else labeler
         ent_name = getattr(reward.extractor, "name", entities) if reward.extractor is not None else entities
         emb_name = getattr(reward.embedder, "name", embedder) if reward.embedder is not None else embedder
@@ -310,12 +347,24 @@ def _score(
             out.append(Metric("green", "GREEN", "none", missing="no GREEN judge given"))
         else:
             judge_name = str(getattr(green_judge, "name", type(green_judge).__name__))
-            parses = judge(green_judge, refs, preds)
+            parses: list[GreenParse | None] = []
+            for start in range(0, n, JUDGE_CHUNK):  # chunks only to move the progress bar
+                if progress is not None:
+                    progress("GREEN judge", start, n)
+                parses += judge(
+                    green_judge, refs[start : start + JUDGE_CHUNK], preds[start : start + JUDGE_CHUNK]
+                )
+            if progress is not None:
+                progress("GREEN judge", n, n)
             scores = [green_score(p) if p is not None else None for p in parses]
-            for record, v in zip(records, scores, strict=True):
+            for record, v, parse in zip(records, scores, parses, strict=True):
                 record["scores"]["green"] = v
+                # The judge's counts, so a GREEN value can be checked against what the judge said.
+                record["green"] = None if parse is None else asdict(parse)
             values, valid = _as_array(scores)
             out.append(Metric("green", f"GREEN [{judge_name}]", judge_name, values, valid))
+            settings["green_judge"] = describe_judge(green_judge)
+            settings["green_unparsable"] = sum(p is None for p in parses)
     if "lexical" in groups:
         lex = lexical_scores(preds, refs, with_meteor=with_meteor)
         settings["lexical_convention"] = lex["convention"]
@@ -367,6 +416,15 @@ def _avg_statistic(clinical: list[Metric]) -> Callable[[np.ndarray], float]:
     return statistic
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` under a temporary name beside ``path``, then rename: a reader (or a crash)
+    never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def evaluate(
     predictions_path: str | Path,
     out_dir: str | Path,
@@ -384,10 +442,12 @@ def evaluate(
     seed: int = 0,
     with_meteor: bool = True,
     on_error: str = "fail",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Score ``predictions_path``; write ``per_sample.jsonl``, ``summary.json`` and ``table.md`` in
     ``out_dir``; return the summary (module docstring). ``metrics``: a subset of
-    ``METRIC_GROUPS`` (None = all; GREEN is marked missing without ``green_judge``)."""
+    ``METRIC_GROUPS`` (None = all; GREEN is marked missing without ``green_judge``).
+    ``progress(phase, done, total)`` is told how the annotators and the judge advance."""
     rows, rejects = read_predictions(predictions_path, on_error)
     if not rows:
         raise ValueError(f"{predictions_path}: no valid predictions to score")
@@ -402,6 +462,7 @@ def evaluate(
         ratescore_version=ratescore_version,
         green_judge=green_judge,
         with_meteor=with_meteor,
+        progress=progress,
     )
     columns: dict[str, dict[str, Any]] = {}
     for metric in scored:
@@ -437,6 +498,8 @@ def evaluate(
         "n_rejected": len(rejects),
         "rejects": [asdict(r) for r in rejects],
         **settings,
+        "provenance": provenance(rows, predictions_path),
+        "degenerate": degenerate_outputs(rows),
         "bootstrap": {"n_resamples": bootstrap, "confidence": confidence, "seed": seed, "unit": "study"},
         "cider_ci": "idf fixed from the full test set's references; CI = bootstrap of the per-study mean",
         "meteor_estimate": "mean of the METEOR 1.5 jar's per-segment scores (bootstrapped as a mean)",
@@ -444,19 +507,65 @@ def evaluate(
         "avg": avg,
     }
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "per_sample.jsonl").open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    (out / "summary.json").write_text(
-        json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    write_atomic(
+        out / "per_sample.jsonl", "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     )
-    (out / "table.md").write_text(render_table(summary), encoding="utf-8")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out / "table.md", render_table(summary))
     return summary
+
+
+def system_names(paths: Sequence[str | Path]) -> list[str]:
+    """One short, distinct, file-system-safe name per predictions file: its stem, then
+    ``parent-stem`` where stems clash, then a ``-N`` suffix."""
+    stems = [Path(p).stem for p in paths]
+    names = [
+        f"{Path(p).parent.name}-{stem}" if stems.count(stem) > 1 and Path(p).parent.name else stem
+        for p, stem in zip(paths, stems, strict=True)
+    ]
+    out: list[str] = []
+    for name in names:
+        safe = re.sub(r"[^\w.-]+", "_", name) or "predictions"
+        candidate, k = safe, 2
+        while candidate in out:
+            candidate, k = f"{safe}-{k}", k + 1
+        out.append(candidate)
+    return out
+
+
+def evaluate_many(
+    predictions_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    **options: Any,
+) -> dict[str, Any]:
+    """Score several predictions files with the same options: each into ``out_dir/<name>/`` (the
+    files ``evaluate`` writes), and ``out_dir/summary.json`` + ``out_dir/table.md`` with every
+    system side by side (names from ``system_names``). Returns {"systems": {name: summary}}."""
+    if len(predictions_paths) < 2:
+        raise ValueError("evaluate_many needs two or more predictions files; use evaluate for one")
+    out = Path(out_dir)
+    names = system_names(predictions_paths)
+    systems = {
+        name: evaluate(path, out / name, **options)
+        for name, path in zip(names, predictions_paths, strict=True)
+    }
+    combined = {
+        "systems": {name: {"dir": name, "predictions": s["predictions"]} for name, s in systems.items()}
+    }
+    write_atomic(out / "summary.json", json.dumps(combined, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out / "table.md", render_side_by_side(systems))
+    return {"systems": systems}
 
 
 def _fmt(value: float | None) -> str:
     return "missing" if value is None else f"{value:.4f}"
+
+
+def _cell(entry: Mapping[str, Any]) -> str:
+    if entry.get("value") is None:
+        why = entry.get("missing")
+        return f"missing: {', '.join(why)}" if isinstance(why, list) else f"missing ({why})"
+    return f"{_fmt(entry['value'])} [{_fmt(entry['low'])}, {_fmt(entry['high'])}]"
 
 
 def render_table(summary: Mapping[str, Any]) -> str:
@@ -489,9 +598,88 @@ def render_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def side_by_side_rows(systems: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[Mapping[str, Any]]]]:
+    """(column name, one entry per system) for every metric any system has, Avg last; a system
+    without the metric gets a missing entry."""
+    keys: list[str] = []
+    for summary in systems.values():
+        keys += [k for k in summary["columns"] if k not in keys]
+    rows = []
+    for key in keys:
+        entries = [
+            s["columns"].get(key, {"value": None, "missing": "not computed"}) for s in systems.values()
+        ]
+        column = next(e["column"] for e in entries if "column" in e)
+        rows.append((column, entries))
+    rows.append(("Avg (7 clinical)", [s["avg"] for s in systems.values()]))
+    return rows
+
+
+def render_side_by_side(systems: Mapping[str, Mapping[str, Any]]) -> str:
+    """A Markdown table of several ``evaluate`` summaries: one row per metric, one column per
+    system, each cell value [CI]."""
+    first = next(iter(systems.values()))
+    pct = round(100 * first["bootstrap"]["confidence"])
+    names = list(systems)
+    lines = [
+        f"# Evaluation of {len(names)} systems",
+        "",
+        *(
+            f"- {name}: {s['predictions']} ({s['n']} studies, rejected {s['n_rejected']})"
+            for name, s in systems.items()
+        ),
+        f"- cleaning: {first['clean']}; cells: value [{pct}% percentile bootstrap CI over studies, "
+        f"{first['bootstrap']['n_resamples']} resamples]; each system on its own studies "
+        "(`editgrpo compare` tests differences on the shared ones)",
+        "",
+        "| metric | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for column, entries in side_by_side_rows(systems):
+        lines.append(f"| {column} | " + " | ".join(_cell(e) for e in entries) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # Compare
 # ---------------------------------------------------------------------------------------------
+
+
+def _stacked(metrics: Sequence[Metric]) -> tuple[np.ndarray, list[slice]]:
+    """The per-study data of several metrics side by side, (N, sum of widths), and each one's slice."""
+    blocks, slices, at = [], [], 0
+    for metric in metrics:
+        data = metric.data.reshape(len(metric.data), -1).astype(float)
+        blocks.append(data)
+        slices.append(slice(at, at + data.shape[1]))
+        at += data.shape[1]
+    return np.concatenate(blocks, axis=1), slices
+
+
+def _avg_of_stacked(metrics: Sequence[Metric], slices: Sequence[slice]) -> Callable[[np.ndarray], float]:
+    def statistic(rows: np.ndarray) -> float:
+        values = []
+        for metric, part in zip(metrics, slices, strict=True):
+            block = rows[:, part]
+            if metric.statistic is None:
+                values.append(float(block[:, 0].mean()))
+            else:  # CheXbert's label vectors are 0/1 integers for its bitwise statistic
+                values.append(metric.value(block.astype(np.int64)))
+        return float(np.mean(values))
+
+    return statistic
+
+
+def _difference_ci(
+    da: np.ndarray, db: np.ndarray, value: Callable[[np.ndarray], float], n: int, confidence: float, seed: int
+) -> tuple[float, float]:
+    """Paired percentile bootstrap of value(A) - value(B): the same resampled studies for both."""
+
+    def statistic(idx: np.ndarray) -> float:
+        return value(da[idx]) - value(db[idx])
+
+    ci = bootstrap_ci(np.arange(len(da)), statistic, n_resamples=n, confidence=confidence, seed=seed)
+    return ci.low, ci.high
 
 
 def compare(
@@ -507,16 +695,21 @@ def compare(
     ratescore_version: str = "0.5",
     green_judge: Any = None,
     n_shuffles: int = 10_000,
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
     seed: int = 0,
     with_meteor: bool = False,
     on_error: str = "fail",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Paired approximate randomisation of system A against system B, per metric, over the studies
-    both files share (in A's order). Returns {"n_shared", "only_in_a", "only_in_b", "rejected_a",
-    "rejected_b" (rows skipped with ``on_error="skip"``),
+    both files share (in A's order), and a paired bootstrap CI of each difference (the studies
+    resampled jointly for A and B, ``bootstrap`` resamples). Returns {"n_shared", "only_in_a",
+    "only_in_b", "rejected_a", "rejected_b" (rows skipped with ``on_error="skip"``),
     "reference_mismatch" (shared studies whose references differ; each system is scored against
-    its own file's reference), "metrics": {key: {"column", "a", "b", "difference", "p_value", "n"}
-    or {"column", "missing"}}}."""
+    its own file's reference), "metrics": {key: {"column", "a", "b", "difference", "ci_low",
+    "ci_high", "p_value", "n"} or {"column", "missing"}}}; ``metrics["avg"]`` is the paper's Avg of
+    the 7 clinical columns when all 7 exist, over the studies every one of them scored."""
     rows_a, rejects_a = read_predictions(a_path, on_error)
     rows_b, rejects_b = read_predictions(b_path, on_error)
     index_b = {row["study_id"]: row for row in rows_b}
@@ -535,6 +728,7 @@ def compare(
         "ratescore_version": ratescore_version,
         "green_judge": green_judge,
         "with_meteor": with_meteor,
+        "progress": progress,
     }
     metrics_a, _, settings = _score(shared_a, **options)
     metrics_b, _, _ = _score(shared_b, **options)
@@ -549,14 +743,18 @@ def compare(
             continue
         da, db = ma.data[both], mb.data[both]
         test = paired_randomization(da, db, ma.statistic, n_shuffles=n_shuffles, seed=seed)
+        low, high = _difference_ci(da, db, ma.value, bootstrap, confidence, seed)
         results[ma.key] = {
             "column": ma.column,
             "a": ma.value(da),
             "b": mb.value(db),
             "difference": test.difference,
+            "ci_low": low,
+            "ci_high": high,
             "p_value": test.p_value,
             "n": int(both.sum()),
         }
+    results["avg"] = _compare_avg(metrics_a, metrics_b, results, n_shuffles, bootstrap, confidence, seed)
     return {
         "a": str(a_path),
         "b": str(b_path),
@@ -569,7 +767,89 @@ def compare(
             ra["reference"] != rb["reference"] for ra, rb in zip(shared_a, shared_b, strict=True)
         ),
         "n_shuffles": n_shuffles,
+        "bootstrap": {"n_resamples": bootstrap, "confidence": confidence, "seed": seed, "unit": "study"},
         "seed": seed,
         **settings,
         "metrics": results,
     }
+
+
+def _compare_avg(
+    metrics_a: Sequence[Metric],
+    metrics_b: Sequence[Metric],
+    results: Mapping[str, Mapping[str, Any]],
+    n_shuffles: int,
+    bootstrap: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, Any]:
+    column = "Avg (7 clinical)"
+    absent = [k for k in CLINICAL if k not in results or "missing" in results[k]]
+    if absent:
+        return {"column": column, "missing": f"needs all 7 clinical columns; missing: {', '.join(absent)}"}
+    by_a = {m.key: m for m in metrics_a}
+    by_b = {m.key: m for m in metrics_b}
+    clinical_a = [by_a[k] for k in CLINICAL]
+    clinical_b = [by_b[k] for k in CLINICAL]
+    both = np.logical_and.reduce([m.valid for m in clinical_a] + [m.valid for m in clinical_b])
+    if not both.any():
+        return {"column": column, "missing": "no shared study was scored by all 7 columns in both"}
+    stack_a, slices = _stacked(clinical_a)
+    stack_b, _ = _stacked(clinical_b)
+    da, db = stack_a[both], stack_b[both]
+    statistic = _avg_of_stacked(clinical_a, slices)
+    test = paired_randomization(da, db, statistic, n_shuffles=n_shuffles, seed=seed)
+    low, high = _difference_ci(da, db, statistic, bootstrap, confidence, seed)
+    return {
+        "column": column,
+        "a": statistic(da),
+        "b": statistic(db),
+        "difference": test.difference,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": test.p_value,
+        "n": int(both.sum()),
+    }
+
+
+def _p(value: float) -> str:
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def render_compare(result: Mapping[str, Any]) -> str:
+    """The Markdown table of ``compare``: metric, A, B, difference [CI], p."""
+    pct = round(100 * result["bootstrap"]["confidence"])
+    lines = [
+        f"# {result['a']} (A) vs {result['b']} (B)",
+        "",
+        f"- shared studies: {result['n_shared']} (only in A: {result['only_in_a']}, only in B: "
+        f"{result['only_in_b']}; rejected: A {result['rejected_a']}, B {result['rejected_b']}; "
+        f"references that differ: {result['reference_mismatch']})",
+        f"- cleaning: {result['clean']}; difference = A - B with a {pct}% paired bootstrap CI over the "
+        f"shared studies ({result['bootstrap']['n_resamples']} resamples); p: two-sided paired approximate "
+        f"randomisation ({result['n_shuffles']} shuffles, add-one corrected), seed {result['seed']}",
+        "",
+        f"| metric | A | B | difference [{pct}% CI] | p | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in result["metrics"].values():
+        if "missing" in entry:
+            lines.append(f"| {entry['column']} | missing ({entry['missing']}) | | | | |")
+        else:
+            lines.append(
+                f"| {entry['column']} | {entry['a']:.4f} | {entry['b']:.4f} | {entry['difference']:+.4f} "
+                f"[{entry['ci_low']:+.4f}, {entry['ci_high']:+.4f}] | {_p(entry['p_value'])} | {entry['n']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_compare(result: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``compare.md`` (``render_compare``) and ``compare.html`` (the same table, self-contained)
+    in ``out_dir``; return both paths."""
+    from editgrpo.eval.report import compare_html
+
+    out = Path(out_dir)
+    md, page = out / "compare.md", out / "compare.html"
+    write_atomic(md, render_compare(result))
+    write_atomic(page, compare_html(result))
+    return md, page

@@ -144,7 +144,7 @@ def test_radgraph_takes_its_graphs_from_the_graph_backend(tmp_path: Path) -> Non
     ("row", "message"),
     [
         ({"prediction": "a.", "reference": "b."}, "study_id: missing"),
-        ({"study_id": "x", "prediction": "  ", "reference": "b."}, "prediction: empty prediction"),
+        ({"study_id": "x", "prediction": "a.", "reference": "  "}, "reference: empty reference"),
         ({"study_id": "x", "prediction": 3, "reference": "b."}, "prediction: must be a string"),
         ({"study_id": "x", "prediction": "a."}, "reference: missing reference"),
         ({"study_id": "x", "prediction": "a.", "reference": None}, "reference: missing reference"),

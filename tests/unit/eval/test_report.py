@@ -131,7 +131,9 @@ def _chromium() -> str | None:
 
 
 @pytest.mark.skipif(
-    _chromium() is None, reason="no chromium / chromium-browser on PATH for the screenshot check"
+    _chromium() is None,
+    reason="no chromium / chromium-browser on PATH for the screenshot check: `make browser` installs "
+    "the Debian package when run as root (make test does it first)",
 )
 def test_report_renders_in_headless_chromium(evaluated: Path, tmp_path: Path) -> None:
     report = write_report(evaluated)
