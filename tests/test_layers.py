@@ -64,7 +64,10 @@ ALLOWED_THIRD_PARTY: dict[str, set[str] | None] = {
     "edits": {"numpy"},
     "metrics": {"numpy"},
     # radgraph: optional, imported only by the `radgraph` entity backend when the user has it.
+    # huggingface_hub: the cache lookup and `editgrpo models download` (annotators/weights.py), a
+    # transformers dependency, imported lazily.
     "annotators": {
+        "huggingface_hub",
         "numpy",
         "torch",
         "transformers",

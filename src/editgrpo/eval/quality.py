@@ -7,9 +7,8 @@ evaluation cleaner, which would hide repeats):
 
 - ``empty``: a prediction with no non-whitespace character;
 - ``repeated_sentence``: a prediction stating one sentence twice (case- and whitespace-normalised
-  sentences of ``text.sentences.split_sentences``; the same rule as the trainer's
-  ``collapse/*/repeated_sentence_rate`` in ``training/monitoring.py``, restated here because eval
-  may not import training);
+  sentences; ``text.sentences.has_repeated_sentence``, the rule of the trainer's
+  ``collapse/*/repeated_sentence_rate`` too);
 - ``same_report``: studies whose (non-empty, whitespace-normalised) prediction is also the
   prediction of another study; ``same_report_texts`` how many distinct texts that is. A model that
   writes one template for every study shows up here even when each copy scores well.
@@ -34,20 +33,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from editgrpo.text.sentences import split_sentences
+from editgrpo.text.sentences import has_repeated_sentence
 
 PROVENANCE_FIELDS: tuple[str, ...] = ("model", "dataset", "split", "section", "generation")
 
 
 def _normalised(text: str) -> str:
     return " ".join(text.split())
-
-
-def has_repeated_sentence(text: str) -> bool:
-    """Whether a sentence of ``text`` appears twice (case- and whitespace-normalised)."""
-    sentences = [_normalised(s.text).lower() for s in split_sentences(text)]
-    sentences = [s for s in sentences if s]
-    return len(set(sentences)) < len(sentences)
 
 
 def degenerate_outputs(rows: Sequence[Mapping[str, Any]], max_examples: int = 3) -> dict[str, Any]:

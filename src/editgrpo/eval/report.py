@@ -162,23 +162,8 @@ def per_label_stats(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
 def per_label_f1(records: Sequence[Mapping[str, Any]]) -> list[float | None] | None:
     """F1 of each of the 14 CheXpert labels over the studies with label vectors (None for a label
     positive in neither predictions nor references); None when no record carries label vectors."""
-    tp = [0] * len(CHEXPERT_14)
-    fp = [0] * len(CHEXPERT_14)
-    fn = [0] * len(CHEXPERT_14)
-    seen = False
-    for record in records:
-        labels = record.get("labels") or {}
-        hyp, ref = labels.get("prediction"), labels.get("reference")
-        if hyp is None or ref is None:
-            continue
-        seen = True
-        for i, (h, r) in enumerate(zip(hyp, ref, strict=True)):
-            tp[i] += bool(h and r)
-            fp[i] += bool(h and not r)
-            fn[i] += bool(r and not h)
-    if not seen:
-        return None
-    return [2 * t / (2 * t + p + n) if 2 * t + p + n else None for t, p, n in zip(tp, fp, fn, strict=True)]
+    stats = per_label_stats(records)
+    return None if stats is None else [row["f1"] for row in stats]
 
 
 def rank_score(record: Mapping[str, Any]) -> float | None:

@@ -119,3 +119,12 @@ def sentence_texts(text: str) -> list[str]:
 def join_sentences(sentences: list[str]) -> str:
     """Re-join sentences with single spaces (the convention of edited texts, EDITGRPO.md section 3)."""
     return " ".join(s.strip() for s in sentences if s.strip())
+
+
+def has_repeated_sentence(text: str) -> bool:
+    """Whether ``text`` states one sentence twice (case- and whitespace-normalised): the
+    "There. There. There." failure of degenerate sampling, counted by the trainer's collapse figures
+    and by evaluate's degenerate-output table alike."""
+    sentences = [" ".join(s.text.split()).lower() for s in split_sentences(text)]
+    sentences = [s for s in sentences if s]
+    return len(set(sentences)) < len(sentences)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from editgrpo.text.sentences import split_sentences
+from editgrpo.text.sentences import has_repeated_sentence
 
 ROW_KINDS: tuple[str, ...] = ("on_policy", "edited")
 COLLAPSE_FIGURES: tuple[str, ...] = (
@@ -37,13 +37,6 @@ COLLAPSE_FIGURES: tuple[str, ...] = (
 
 def _normalised(text: str) -> str:
     return " ".join(text.split())
-
-
-def has_repeated_sentence(text: str) -> bool:
-    """Whether a sentence of ``text`` appears twice (case- and whitespace-normalised)."""
-    sentences = [_normalised(s.text).lower() for s in split_sentences(text)]
-    sentences = [s for s in sentences if s]
-    return len(set(sentences)) < len(sentences)
 
 
 def collapse_stats(

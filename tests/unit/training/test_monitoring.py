@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
+from editgrpo.text.sentences import has_repeated_sentence
 from editgrpo.training.monitoring import (
     COLLAPSE_FIGURES,
     ROW_KINDS,
     collapse_stats,
     completion_log_rows,
     completions_table,
-    has_repeated_sentence,
     importance_sampling_stats,
     markdown_table,
 )
