@@ -455,6 +455,7 @@ def test_a_reward_server_that_refuses_during_training_ends_it_with_a_message(
             f"reward.server_token_env={TOKEN_ENV}",
             f"model.name_or_path={tiny_model_dir}",
             f"data.train={tmp_path / 'synth' / 'train.jsonl'}",
+            "data.eval=null",  # no clinical validation: the run must fail on scoring
             f"output_dir={tmp_path / 'run'}",
             "max_steps=1",
             "prompts_per_step=2",
