@@ -1074,15 +1074,11 @@ def _merge_overrides(
     for key, value in extra.items():
         path = f"{prefix}{key}"
         field_type = types.get(key)
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            if _is_dataclass_type(field_type) or (path not in sources and field_type is not None):
-                sub = field_type if _is_dataclass_type(field_type) else None
-                out[key] = _merge_overrides(sub, out[key], value, sources, path + ".")
-                continue
-            if field_type is None and path not in sources:  # unknown key: merged, reported later
-                out[key] = _merge_overrides(None, out[key], value, sources, path + ".")
-                continue
-        out[key] = value
+        section = _is_dataclass_type(field_type)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and (section or path not in sources):
+            out[key] = _merge_overrides(field_type if section else None, out[key], value, sources, path + ".")
+        else:
+            out[key] = value
     return out
 
 

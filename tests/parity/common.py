@@ -244,6 +244,20 @@ def rate_ner_folder(out: Path, texts: Sequence[str], size: str = "tiny", seed: i
         "id2label": dict(enumerate(RATE_IOB_LABELS)),
         "label2id": {n: i for i, n in enumerate(RATE_IOB_LABELS)},
     }
+    # DeBERTa-v3's attention layout (microsoft/deberta-v3-base config.json), shared by both sizes.
+    v3 = {
+        "max_position_embeddings": 512,
+        "relative_attention": True,
+        "position_buckets": 256,
+        "max_relative_positions": -1,
+        "norm_rel_ebd": "layer_norm",
+        "share_att_key": True,
+        "pos_att_type": ["p2c", "c2p"],
+        "position_biased_input": False,
+        "type_vocab_size": 0,
+        "pad_token_id": 0,
+        **labels,
+    }
     if size == "tiny":
         config = DebertaV2Config(
             vocab_size=len(tokenizer),  # the tokenizer adds the specials it misses
@@ -251,37 +265,17 @@ def rate_ner_folder(out: Path, texts: Sequence[str], size: str = "tiny", seed: i
             num_hidden_layers=2,
             num_attention_heads=2,
             intermediate_size=96,
-            max_position_embeddings=512,
-            relative_attention=True,
-            position_buckets=256,
-            max_relative_positions=-1,
-            norm_rel_ebd="layer_norm",
-            share_att_key=True,
-            pos_att_type=["p2c", "c2p"],
-            position_biased_input=False,
-            type_vocab_size=0,
-            pad_token_id=0,
             initializer_range=0.3,
-            **labels,
+            **v3,
         )
-    else:  # microsoft/deberta-v3-base's config.json (RaTE-NER-Deberta's base)
+    else:  # microsoft/deberta-v3-base's sizes (RaTE-NER-Deberta's base)
         config = DebertaV2Config(
             vocab_size=max(128100, len(tokenizer)),
             hidden_size=768,
             num_hidden_layers=12,
             num_attention_heads=12,
             intermediate_size=3072,
-            max_position_embeddings=512,
-            relative_attention=True,
-            position_buckets=256,
-            max_relative_positions=-1,
-            norm_rel_ebd="layer_norm",
-            share_att_key=True,
-            pos_att_type=["p2c", "c2p"],
-            position_biased_input=False,
-            type_vocab_size=0,
-            pad_token_id=0,
-            **labels,
+            **v3,
         )
     model = DebertaV2ForTokenClassification(config).eval()
     with torch.no_grad():

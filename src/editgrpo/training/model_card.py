@@ -89,7 +89,7 @@ def write_model_card(directory: str | Path, config: Any, *, global_step: int) ->
             "- report-generation",
             "---",
             "",
-            f"# {directory.parent.name}/{directory.name}",
+            f"# {Path(config.output_dir).name}",  # (written before final.partial is renamed)
             "",
             f"A fine-tuned version of `{base}` (immediate parent: `{parent}`), trained with **{method}** "
             "by editgrpo to write the FINDINGS section of chest X-ray reports.",

@@ -287,6 +287,7 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
         if self.num_edits and editor is None:
             raise ValueError("edits are enabled but no RolloutEditor was given")
         self._last_results: list[Any] | None = None
+        self._last_texts: list[Any] = []  # the completions the reward function scored last
         self._records: list[RolloutRecord] | None = None
         self._attempts: list[EditAttempt] = []
         self._references: list[str] = []
@@ -324,7 +325,7 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
                 raise ValueError("the reward needs `completions` and the dataset's `reference` column")
             texts = [completion_text(c) for c in completions]
             results = trainer.scorer.score(texts, list(reference))
-            trainer._last_results = results
+            trainer._last_texts, trainer._last_results = texts, results
             return [r.total for r in results]
 
         return clinical_reward
@@ -473,7 +474,7 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
                 f"rollout rows {bad[:5]} have no 'reference' text; the RL dataset needs one per row"
             )
         self._references = references
-        self._records, self._attempts, self._last_results = None, [], None
+        self._records, self._attempts, self._last_results, self._last_texts = None, [], None, []
         output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         completion_ids = output["completion_ids"]  # (B, T)
@@ -604,11 +605,10 @@ class EditGRPOTrainer(SafeCheckpointsMixin, GRPOTrainer):
         ``logging_steps`` (train), the batch's completions next to their edits in
         ``OUTPUT_DIR/completions.jsonl`` (gathered to the main process) and as a table to
         ``report_to`` (TensorBoard text, W&B table)."""
-        ids, mask = output["completion_ids"], output["completion_mask"].bool()  # (B, T) each
+        mask = output["completion_mask"].bool()  # (B, T)
         lengths = mask.sum(dim=1).tolist()  # (B,)
-        texts = self._tokenizer.batch_decode(
-            [row[m].tolist() for row, m in zip(ids, mask, strict=True)], skip_special_tokens=True
-        )
+        # The texts TRL decoded for the reward function (this process's rows), not decoded again.
+        texts = [t if isinstance(t, str) else "" for t in self._last_texts]
         edited = [r.kind == "edit" for r in records]
         group = self.num_generations if mode == "train" else self.num_generations_eval
         values = collapse_stats(texts, lengths, edited, group, getattr(self.scorer, "is_empty", None))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
-from editgrpo.annotators.analysis import AnalysedEntity, SentenceGraphEntity, TextAnalysis, is_present
+from editgrpo.annotators.analysis import SentenceGraphEntity, TextAnalysis
 from editgrpo.edits.apply import apply_edits
 from editgrpo.edits.plan import (
     EDIT_RULES,
@@ -17,33 +15,7 @@ from editgrpo.edits.plan import (
     RELEASE_PENALTY,
     plan_edits,
 )
-from editgrpo.text.sentences import Sentence
-
-E1, E2, E3 = np.eye(3)
-
-
-def at(cos: float) -> np.ndarray:
-    """A unit vector with cosine ``cos`` to E1 (in the E1-E2 plane)."""
-    return np.array([cos, math.sqrt(1 - cos * cos), 0.0])
-
-
-def build(*sentences: tuple[str, list[tuple[str, str, np.ndarray]]], graph=()) -> TextAnalysis:
-    """A TextAnalysis from (sentence text, [(entity text, RaTE type, vector)]) joined by spaces;
-    ``graph``: (tokens, label, sentence index) triples."""
-    text, spans, entities = "", [], []
-    for index, (sentence, members) in enumerate(sentences):
-        start = len(text) + (1 if text else 0)
-        text = f"{text} {sentence}" if text else sentence
-        spans.append(Sentence(sentence, start, start + len(sentence)))
-        for name, rate_type, vector in members:
-            offset = start + max(sentence.find(name), 0)
-            entities.append(
-                AnalysedEntity(
-                    name, offset, offset + len(name), index, rate_type, is_present(rate_type), vector
-                )
-            )
-    nodes = [SentenceGraphEntity(tokens, label, s) for tokens, label, s in graph]
-    return TextAnalysis(text, spans, entities, nodes)
+from fixtures.analyses import E1, E2, E3, at, build
 
 
 def kinds(plan) -> list[tuple[str, int | None, int | None, str]]:

@@ -12,8 +12,6 @@ NON-ABNORMALITY -> ABNORMALITY 0.1655 (* 0.3612).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -23,37 +21,13 @@ from editgrpo.annotators.analysis import (
     AnalysedEntity,
     TextAnalysis,
     first_containing_sentence,
-    is_present,
     release_sentences,
     with_convention,
 )
 from editgrpo.edits.apply import apply_edits
 from editgrpo.edits.plan import analysis_convention, plan_edits
-from editgrpo.text.sentences import Sentence, split_sentences
-
-E1, E2, E3 = np.eye(3)
-
-
-def at(cos: float) -> np.ndarray:
-    """A unit vector with cosine ``cos`` to E1."""
-    return np.array([cos, math.sqrt(1 - cos * cos), 0.0])
-
-
-def build(*sentences: tuple[str, list[tuple[str, str, np.ndarray]]]) -> TextAnalysis:
-    """Sentences joined by spaces; each entity in the sentence it is listed under."""
-    text, spans, entities = "", [], []
-    for index, (sentence, members) in enumerate(sentences):
-        start = len(text) + (1 if text else 0)
-        text = f"{text} {sentence}" if text else sentence
-        spans.append(Sentence(sentence, start, start + len(sentence)))
-        for name, rate_type, vector in members:
-            offset = start + max(sentence.lower().find(name.lower()), 0)
-            entities.append(
-                AnalysedEntity(
-                    name, offset, offset + len(name), index, rate_type, is_present(rate_type), vector
-                )
-            )
-    return TextAnalysis(text, spans, entities)
+from editgrpo.text.sentences import split_sentences
+from fixtures.analyses import E1, E2, E3, at, build
 
 
 def release(rollout: TextAnalysis, reference: TextAnalysis, seed: int = 0, **options) -> tuple[list, str]:
